@@ -1,0 +1,38 @@
+"""ckpt: save, restore, inspect and convert model state in TensorFlow-compatible checkpoint files.
+
+Importing ckpt imports no machine-learning framework; support for each is loaded on first use.
+
+Example:
+    >>> import ckpt, numpy as np                                   # doctest: +SKIP
+    >>> prefix = ckpt.save({"alpha": np.float32(0.3)}, "model/regression.ckpt", step=25)
+    >>> ckpt.latest("model")
+    'model/regression.ckpt-25'
+    >>> ckpt.Reader(prefix)["alpha"]
+    array(0.3, dtype=float32)
+"""
+
+from __future__ import annotations
+
+from .api import load, save
+from .errors import (CheckpointError, CheckpointNotFoundError, ChecksumMismatchError, CkptError,
+                     CorruptCheckpointError, DTypeNotSupportedError, InvalidStateError, UnsupportedError)
+from .format.state_file import latest as _latest
+from .reader import Reader
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "save", "load", "latest", "Reader",
+    "CheckpointError", "CkptError", "CheckpointNotFoundError", "CorruptCheckpointError", "ChecksumMismatchError",
+    "UnsupportedError", "DTypeNotSupportedError", "InvalidStateError", "__version__",
+]
+
+
+def latest(directory) -> str | None:
+    """The newest complete checkpoint prefix in ``directory`` (TensorFlow's ``latest_checkpoint``), or None.
+
+    Uses the directory's ``checkpoint`` state file; paths recorded as absolute that no longer exist are looked up
+    by base name in the directory; a missing, empty or garbled state file falls back to scanning for complete
+    checkpoints, newest first.
+    """
+    return _latest(directory)

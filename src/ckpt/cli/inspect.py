@@ -1,0 +1,89 @@
+"""``ckpt inspect``: what is in a checkpoint (the successor of TensorFlow's ``inspect_checkpoint``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from ..format.state_file import find_checkpoints
+from ..reader import Reader
+from ._output import array_to_json, escape, human_bytes, print_json, shape_str, table
+
+EXAMPLES = """examples:
+  ckpt inspect model/                         newest checkpoint in a directory
+  ckpt inspect model/model.ckpt-30            one checkpoint, by prefix
+  ckpt inspect model/ --tensor alpha          print one tensor's value
+  ckpt inspect model/ --all --precision 3     print every value
+  ckpt inspect model/ --json | jq '.tensors[].name'
+"""
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "inspect", help="list the tensors of a checkpoint (name, dtype, shape, size) and print values",
+        description="List a checkpoint's tensors sorted by name, with totals; optionally print values.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("path", help="checkpoint prefix, one of its files, or a directory (its newest checkpoint)")
+    p.add_argument("--tensor", "-t", action="append", metavar="NAME", help="print this tensor's value (repeatable)")
+    p.add_argument("--all", action="store_true", help="print every tensor's value")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--precision", type=int, default=None, help="digits after the decimal point when printing")
+    p.add_argument("--full", action="store_true", help="print whole arrays instead of summarising large ones")
+    p.add_argument("--no-verify", action="store_true", help="skip tensor checksums when printing values")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    picked_dir = os.path.isdir(args.path)
+    with Reader(args.path, verify_checksums=not args.no_verify) as reader:
+        entries = [reader.entry(name) for name in reader.keys()]
+        others = []
+        if picked_dir:
+            others = [p for p in find_checkpoints(args.path) if os.path.abspath(p) != os.path.abspath(reader.prefix)]
+        wanted = reader.keys() if args.all else list(dict.fromkeys(args.tensor or []))
+        values = {name: reader[name] for name in wanted}  # raises a clear error for unknown names
+        total_elems = sum(e.num_elements for e in entries)
+        total_bytes = sum(e.nbytes for e in entries)
+        if args.json:
+            print_json({
+                "checkpoint": reader.prefix,
+                "others": others,
+                "tensors": [{"name": e.name, "dtype": e.dtype.name, "shape": list(e.shape),
+                             "elements": e.num_elements, "bytes": e.nbytes, "shard": e.shard, "offset": e.offset,
+                             "partitioned": bool(e.slices)} for e in entries],
+                "total": {"tensors": len(entries), "elements": total_elems, "bytes": total_bytes},
+                "metadata": reader.metadata,
+                "values": {name: array_to_json(np.asarray(v)) for name, v in values.items()},
+            })
+            return 0
+        if picked_dir:
+            print(f"checkpoint: {escape(reader.prefix)} (newest in {escape(args.path)})")
+            if others:
+                print(f"others:     {', '.join(escape(os.path.basename(p)) for p in others)}")
+        else:
+            print(f"checkpoint: {escape(reader.prefix)}")
+        print()
+        rows = [[escape(e.name), e.dtype.name + (" (partitioned)" if e.slices else ""), shape_str(e.shape),
+                 f"{e.num_elements:,}", human_bytes(e.nbytes)] for e in entries]
+        table(rows, ["name", "dtype", "shape", "elements", "bytes"], right=(3, 4))
+        print(f"\n{len(entries)} tensors, {total_elems:,} elements, {human_bytes(total_bytes)}")
+        if reader.metadata:
+            print(f"metadata: {reader.metadata}")
+        options = {"threshold": sys.maxsize} if args.full else {}
+        if args.precision is not None:
+            options["precision"] = args.precision
+        with np.printoptions(**options):
+            for name, value in values.items():
+                print(f"\n{escape(name)}:")
+                print(_show(value))
+    return 0
+
+
+def _show(value: np.ndarray) -> str:
+    if value.dtype == object:
+        value = np.vectorize(lambda b: escape(b.decode("utf-8", "backslashreplace")), otypes=[object])(value) \
+            if value.size else value
+    return str(value)

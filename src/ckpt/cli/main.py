@@ -1,0 +1,49 @@
+"""Entry point of the ``ckpt`` command: sub-command wiring and turning errors into one-line messages."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import CheckpointError
+from . import inspect as inspect_cmd
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ckpt", description="Save, restore, inspect and convert model checkpoints (TensorFlow-compatible).")
+    parser.add_argument("--version", action="version", version=f"ckpt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    inspect_cmd.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except CheckpointError as exc:
+        if os.environ.get("CKPT_DEBUG"):
+            traceback.print_exc()
+        print(f"Error: {exc}", file=sys.stderr)
+        if not os.environ.get("CKPT_DEBUG"):
+            print("(set CKPT_DEBUG=1 for the full traceback)", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # Output piped into `head` and friends: not an error.
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Every exception ckpt raises, grouped by area.
+
+All of them derive from :class:`CheckpointError` (also exported as ``CkptError``) and, where one fits, from the
+matching built-in type, so ``except FileNotFoundError`` and ``except ValueError`` keep working. Errors carry
+structured fields (``path``, ``key``, ``offset``, ``expected``, ``found``) that tools can read instead of parsing
+the message.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+__all__ = [
+    "CheckpointError",
+    "CkptError",
+    "CheckpointNotFoundError",
+    "CorruptCheckpointError",
+    "ChecksumMismatchError",
+    "UnsupportedError",
+    "DTypeNotSupportedError",
+    "InvalidStateError",
+]
+
+
+class CheckpointError(Exception):
+    """Base class of every ckpt error.
+
+    Attributes:
+        path: The file or prefix involved, when there is one.
+        key: The tensor name involved, when there is one.
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path = os.fspath(path) if path is not None else None
+        self.key = key
+
+    def __str__(self) -> str:
+        return self.message
+
+
+CkptError = CheckpointError
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint (or no tensor of that name) where one was asked for.
+
+    The message names what was tried and what exists instead.
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None, key: str | None = None,
+                 tried: list[str] | None = None, available: list[str] | None = None) -> None:
+        super().__init__(message, path=path, key=key)
+        self.tried = list(tried or [])
+        self.available = list(available or [])
+
+
+class CorruptCheckpointError(CheckpointError, ValueError):
+    """A file is damaged: truncated, a bad checksum, a malformed record, a size that does not add up.
+
+    Attributes:
+        offset: Byte offset in ``path`` where the problem was found, when known.
+        expected: What the format requires there.
+        found: What the file holds instead.
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None, key: str | None = None,
+                 offset: int | None = None, expected: Any = None, found: Any = None) -> None:
+        super().__init__(message, path=path, key=key)
+        self.offset = offset
+        self.expected = expected
+        self.found = found
+
+
+class ChecksumMismatchError(CorruptCheckpointError):
+    """A stored CRC32C does not match the bytes it covers."""
+
+
+class UnsupportedError(CheckpointError, ValueError):
+    """A valid file that uses a feature ckpt does not handle (Snappy blocks, variant tensors, ...)."""
+
+
+class DTypeNotSupportedError(UnsupportedError, TypeError):
+    """A dtype (or Python type) that cannot be stored in, or read from, a checkpoint."""
+
+
+class InvalidStateError(CheckpointError, TypeError):
+    """The state passed to ``save`` cannot be saved; the message lists every problem at once."""

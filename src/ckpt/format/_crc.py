@@ -1,0 +1,28 @@
+"""CRC32C (Castagnoli) and TensorFlow's CRC masking (spec section 0).
+
+The CRC itself comes from the C-accelerated ``crc32c`` package, which accepts any contiguous buffer (bytes,
+memoryview, NumPy array) and releases the GIL on large inputs.
+"""
+
+from __future__ import annotations
+
+import crc32c as _crc32c_lib
+
+_MASK_DELTA = 0xA282EAD8
+_U32 = 0xFFFFFFFF
+
+
+def crc32c(data, crc: int = 0) -> int:
+    """Return the CRC32C of ``data``, continuing from ``crc`` ("extend") when it is given."""
+    return _crc32c_lib.crc32c(data, crc)
+
+
+def mask(crc: int) -> int:
+    """TensorFlow's masked form of a CRC, used wherever a CRC is stored next to the data it covers."""
+    return ((((crc >> 15) | (crc << 17)) & _U32) + _MASK_DELTA) & _U32
+
+
+def unmask(masked: int) -> int:
+    """Inverse of :func:`mask`."""
+    rot = (masked - _MASK_DELTA) & _U32
+    return ((rot >> 17) | (rot << 15)) & _U32

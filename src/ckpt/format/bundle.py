@@ -1,0 +1,665 @@
+"""TensorFlow's checkpoint V2 "tensor bundle": ``PREFIX.index`` + ``PREFIX.data-SSSSS-of-NNNNN`` (spec 1.4 to 2.6).
+
+The index maps each tensor name to a ``BundleEntryProto`` (dtype, shape, shard, offset, size, masked CRC32C); the
+data files hold the raw payloads. Everything read from a file is checked before it is trusted: sizes against shape
+times item size and against the data file's length (so a forged header cannot cause a huge allocation), and
+payload CRCs when a tensor is read.
+
+Writing is crash-safe at the level of one bundle: data and index go to temporary names, are fsync'd, and are renamed
+into place data first and index last, so a ``.index`` file only ever appears next to complete data. (Updating the
+``checkpoint`` state file, retention and locking live above this module.)
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import secrets
+import struct
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import (ChecksumMismatchError, CheckpointNotFoundError, CorruptCheckpointError,
+                      DTypeNotSupportedError, UnsupportedError)
+from . import dtypes as _dtypes
+from ._crc import crc32c, mask, unmask
+from ._varint import VarintError, decode_varint, encode_varint
+from .dtypes import DType
+from .protos import tensor_bundle_pb2
+from .slices import encode_slice_key, is_slice_key
+from .table import TableReader, TableWriter
+
+__all__ = ["TensorEntry", "BundleReader", "BundleWriter", "data_filename", "index_filename", "TMP_MARKER"]
+
+HEADER_KEY = b""
+BUNDLE_VERSION = 1  # kTensorBundleVersion: written as producer; readers must accept min_consumer <= this
+MAX_RANK = 254  # TensorFlow's TensorShape limit; deeper shapes in a file are corrupt
+TMP_MARKER = ".tmp-"  # temporary files of an unfinished save carry this in their name
+_WRITE_CHUNK = 1 << 30  # bytes per write call: below Linux's 2 GiB - 4 KiB cap on a single write
+
+
+def index_filename(prefix: str) -> str:
+    return f"{prefix}.index"
+
+
+def data_filename(prefix: str, shard: int, num_shards: int) -> str:
+    return f"{prefix}.data-{shard:05d}-of-{num_shards:05d}"
+
+
+def _decode_name(key: bytes) -> str:
+    return key.decode("utf-8", "surrogateescape")
+
+
+def _encode_name(name: str) -> bytes:
+    return name.encode("utf-8", "surrogateescape")
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """What the index says about one tensor.
+
+    Attributes:
+        name: Tensor name (the bundle key).
+        dtype: Its data type.
+        shape: Its full shape.
+        shard: Data file number.
+        offset: Byte offset of the payload in that data file.
+        size: Payload size in bytes (0 for the full entry of a partitioned tensor).
+        crc32c: Unmasked CRC32C of the payload.
+        slices: For a partitioned tensor, the stored pieces as ``((start, length), ...)`` per dimension
+            (length -1 for a whole dimension); empty otherwise.
+    """
+
+    name: str
+    dtype: DType
+    shape: tuple[int, ...]
+    shard: int
+    offset: int
+    size: int
+    crc32c: int
+    slices: tuple[tuple[tuple[int, int], ...], ...] = ()
+
+    @property
+    def num_elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the tensor occupies in memory once read (payload bytes for strings)."""
+        if self.dtype.is_string or not self.dtype.itemsize:
+            return self.size
+        return self.num_elements * self.dtype.itemsize
+
+
+# ====================================================================================================== reading
+
+
+class BundleReader:
+    """Random access to the tensors of one bundle.
+
+    Opening reads the index footer, index block and header only. Tensors are read on demand; POD tensors come
+    back as read-only views of a memory-mapped data file (copied only when byte-swapping is needed).
+    Reading from several threads is safe.
+
+    Args:
+        prefix: The checkpoint prefix (``.../model.ckpt-30``).
+        verify_checksums: Check each tensor's CRC32C when it is read (default). Turning it off saves one pass over
+            the bytes on trusted local files; sizes and block checksums are always checked.
+    """
+
+    def __init__(self, prefix: str | os.PathLike, *, verify_checksums: bool = True) -> None:
+        self.prefix = os.fspath(prefix)
+        self.verify_checksums = verify_checksums
+        self.index_path = index_filename(self.prefix)
+        self._lock = threading.Lock()
+        self._maps: dict[int, tuple[mmap.mmap | bytes, int]] = {}
+        try:
+            with open(self.index_path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                self._index_buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        except FileNotFoundError:
+            raise CheckpointNotFoundError(f"no checkpoint index at {self.index_path}", path=self.index_path,
+                                          tried=[self.index_path]) from None
+        except IsADirectoryError:
+            raise CheckpointNotFoundError(f"{self.index_path} is a directory, not a checkpoint index",
+                                          path=self.index_path, tried=[self.index_path]) from None
+        self._table = TableReader(self._index_buf, self.index_path)
+        raw = self._table.get(HEADER_KEY)
+        if raw is None:
+            raise CorruptCheckpointError(f"{self.index_path}: the bundle header entry (key \"\") is missing",
+                                         path=self.index_path, key="")
+        header = tensor_bundle_pb2.BundleHeaderProto()
+        try:
+            header.ParseFromString(raw)
+        except Exception as exc:  # protobuf's DecodeError and friends
+            raise CorruptCheckpointError(f"{self.index_path}: malformed bundle header ({exc})",
+                                         path=self.index_path, key="") from None
+        v = header.version
+        if v.producer < 0 or v.min_consumer > BUNDLE_VERSION or BUNDLE_VERSION in v.bad_consumers:
+            raise UnsupportedError(
+                f"{self.index_path}: bundle version producer={v.producer} min_consumer={v.min_consumer} "
+                f"bad_consumers={list(v.bad_consumers)} is not readable by a version-{BUNDLE_VERSION} reader",
+                path=self.index_path)
+        if header.num_shards <= 0 or header.num_shards > 100_000:
+            raise CorruptCheckpointError(
+                f"{self.index_path}: implausible number of data shards {header.num_shards}",
+                path=self.index_path, key="", expected="1..100000", found=header.num_shards)
+        self.num_shards = header.num_shards
+        self.big_endian = header.endianness == tensor_bundle_pb2.BundleHeaderProto.BIG
+
+    # ------------------------------------------------------------------ index
+
+    def data_files(self) -> list[str]:
+        return [data_filename(self.prefix, i, self.num_shards) for i in range(self.num_shards)]
+
+    def names(self) -> Iterator[str]:
+        """Tensor names in sorted order (slice entries and the header hidden)."""
+        for key, _ in self._table.items(b"\x01"):
+            yield _decode_name(key)
+
+    def entries(self) -> Iterator[TensorEntry]:
+        """Every tensor's entry in sorted name order."""
+        for key, value in self._table.items(b"\x01"):
+            yield self._parse_entry(key, value)
+
+    def entry(self, name: str) -> TensorEntry | None:
+        """The entry for ``name``, or None. Reads at most one index data block."""
+        key = _encode_name(name)
+        if not key or is_slice_key(key):
+            return None
+        value = self._table.get(key)
+        return None if value is None else self._parse_entry(key, value)
+
+    def _parse_entry(self, key: bytes, value: bytes) -> TensorEntry:
+        name = _decode_name(key)
+        path = self.index_path
+        proto = tensor_bundle_pb2.BundleEntryProto()
+        try:
+            proto.ParseFromString(value)
+        except Exception as exc:
+            raise CorruptCheckpointError(f"{path}: malformed entry for tensor {name!r} ({exc})",
+                                         path=path, key=name) from None
+        dtype = _dtypes.from_enum(proto.dtype)
+        if dtype is None:
+            raise CorruptCheckpointError(f"{path}: tensor {name!r} has unknown dtype number {proto.dtype}",
+                                         path=path, key=name, found=proto.dtype)
+        if proto.shape.unknown_rank:
+            raise CorruptCheckpointError(f"{path}: tensor {name!r} has a shape of unknown rank", path=path, key=name)
+        shape = tuple(d.size for d in proto.shape.dim)
+        if len(shape) > MAX_RANK or any(d < 0 for d in shape):
+            raise CorruptCheckpointError(f"{path}: tensor {name!r} has an invalid shape {list(shape)}",
+                                         path=path, key=name, found=list(shape))
+        if proto.offset < 0 or proto.size < 0 or not 0 <= proto.shard_id < self.num_shards:
+            raise CorruptCheckpointError(
+                f"{path}: tensor {name!r} points outside the checkpoint (shard {proto.shard_id} of "
+                f"{self.num_shards}, offset {proto.offset}, size {proto.size})", path=path, key=name)
+        slices = tuple(self._parse_slice(name, shape, s) for s in proto.slices)
+        entry = TensorEntry(name, dtype, shape, proto.shard_id, proto.offset, proto.size, unmask(proto.crc32c),
+                            slices)
+        if not slices and dtype.is_pod:
+            expected = entry.num_elements * dtype.itemsize
+            if proto.size != expected:
+                raise CorruptCheckpointError(
+                    f"{path}: tensor {name!r} stores {proto.size} bytes but its shape {list(shape)} of "
+                    f"{dtype.name} needs {expected}", path=path, key=name, expected=expected, found=proto.size)
+        elif not slices and dtype.is_string and proto.size < 4 + entry.num_elements:
+            # Each element needs at least a 1-byte length, plus the 4-byte length checksum.
+            raise CorruptCheckpointError(
+                f"{path}: string tensor {name!r} stores {proto.size} bytes, too few for {entry.num_elements} "
+                "elements", path=path, key=name, expected=f">= {4 + entry.num_elements}", found=proto.size)
+        return entry
+
+    def _parse_slice(self, name: str, shape: tuple[int, ...], proto) -> tuple[tuple[int, int], ...]:
+        extents = list(proto.extent)
+        if len(extents) > len(shape):
+            raise CorruptCheckpointError(f"{self.index_path}: slice of {name!r} has more dimensions than the tensor",
+                                         path=self.index_path, key=name)
+        out = []
+        for dim, size in enumerate(shape):
+            if dim >= len(extents):
+                out.append((0, -1))
+                continue
+            ext = extents[dim]
+            length = ext.length if ext.HasField("length") else -1
+            if ext.start < 0 or (length == -1 and ext.start != 0) or length < -1 or \
+                    (length >= 0 and ext.start + length > size):
+                raise CorruptCheckpointError(
+                    f"{self.index_path}: slice ({ext.start}, {length}) of {name!r} is outside dimension {dim} "
+                    f"of size {size}", path=self.index_path, key=name)
+            out.append((ext.start, length))
+        return tuple(out)
+
+    # ------------------------------------------------------------------ data
+
+    def _shard(self, shard: int, name: str) -> tuple[mmap.mmap | bytes, int]:
+        with self._lock:
+            found = self._maps.get(shard)
+            if found is not None:
+                return found
+            path = data_filename(self.prefix, shard, self.num_shards)
+            try:
+                with open(path, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+            except FileNotFoundError:
+                raise CorruptCheckpointError(
+                    f"{path}: data file is missing (tensor {name!r} is stored in it); the checkpoint is incomplete",
+                    path=path, key=name) from None
+            self._maps[shard] = (buf, size)
+            return buf, size
+
+    def _payload(self, entry: TensorEntry) -> memoryview:
+        buf, file_size = self._shard(entry.shard, entry.name)
+        path = data_filename(self.prefix, entry.shard, self.num_shards)
+        if entry.offset + entry.size > file_size:
+            raise CorruptCheckpointError(
+                f"{path}: tensor {entry.name!r} needs bytes {entry.offset}..{entry.offset + entry.size} but the "
+                f"file has {file_size}; it is truncated", path=path, key=entry.name, offset=entry.offset,
+                expected=entry.offset + entry.size, found=file_size)
+        view = memoryview(buf)[entry.offset:entry.offset + entry.size]
+        if self.verify_checksums and not entry.dtype.is_string:
+            actual = crc32c(view)
+            if actual != entry.crc32c:
+                raise ChecksumMismatchError(
+                    f"{path}: checksum mismatch for tensor {entry.name!r} (stored 0x{entry.crc32c:08x}, computed "
+                    f"0x{actual:08x}); the data file is corrupt", path=path, key=entry.name, offset=entry.offset,
+                    expected=f"0x{entry.crc32c:08x}", found=f"0x{actual:08x}")
+        return view
+
+    def read(self, name: str) -> np.ndarray:
+        """Read tensor ``name``.
+
+        Returns:
+            A NumPy array. POD tensors are read-only views of the memory-mapped file; strings are ``object``
+            arrays of ``bytes``; partitioned tensors are assembled from their slices.
+
+        Raises:
+            CheckpointNotFoundError: no tensor of that name.
+            CorruptCheckpointError: the stored bytes do not check out.
+            UnsupportedError: a resource or variant tensor.
+        """
+        entry = self.entry(name)
+        if entry is None:
+            raise CheckpointNotFoundError(f"{self.prefix}: no tensor named {name!r}", path=self.prefix, key=name)
+        return self.read_entry(entry)
+
+    def read_entry(self, entry: TensorEntry) -> np.ndarray:
+        if entry.dtype.numpy is None:
+            raise UnsupportedError(
+                f"{self.prefix}: tensor {entry.name!r} has dtype {entry.dtype.name}, which has no array value "
+                "ckpt can produce", path=self.prefix, key=entry.name)
+        if entry.slices:
+            return self._assemble(entry)
+        view = self._payload(entry)
+        if entry.dtype.is_string:
+            return self._decode_strings(entry, view)
+        array = np.frombuffer(view, dtype=entry.dtype.numpy, count=entry.num_elements).reshape(entry.shape)
+        if self.big_endian and entry.dtype.itemsize > 1:
+            array = _byteswapped(array)
+        return array
+
+    def _decode_strings(self, entry: TensorEntry, view: memoryview) -> np.ndarray:
+        path = data_filename(self.prefix, entry.shard, self.num_shards)
+        data = bytes(view)
+        n = entry.num_elements
+        lengths = []
+        pos = 0
+        try:
+            for _ in range(n):
+                length, pos = decode_varint(data, pos, len(data))
+                lengths.append(length)
+        except VarintError as exc:
+            raise CorruptCheckpointError(f"{path}: string tensor {entry.name!r} has a malformed length ({exc})",
+                                         path=path, key=entry.name, offset=entry.offset) from None
+        if pos + 4 + sum(lengths) != len(data):
+            raise CorruptCheckpointError(
+                f"{path}: string tensor {entry.name!r} lengths add up to {pos + 4 + sum(lengths)} bytes but its "
+                f"entry says {len(data)}", path=path, key=entry.name, expected=len(data),
+                found=pos + 4 + sum(lengths))
+        (stored_len_crc,) = struct.unpack_from("<I", data, pos)
+        order = ">" if self.big_endian else "<"
+        len_crc = crc32c(_fixed_lengths(lengths, order))
+        if self.verify_checksums:
+            if unmask(stored_len_crc) != len_crc:
+                raise ChecksumMismatchError(
+                    f"{path}: length checksum mismatch in string tensor {entry.name!r}", path=path, key=entry.name,
+                    offset=entry.offset, expected=f"0x{unmask(stored_len_crc):08x}", found=f"0x{len_crc:08x}")
+            actual = crc32c(data[pos:], len_crc)
+            if actual != entry.crc32c:
+                raise ChecksumMismatchError(
+                    f"{path}: checksum mismatch for string tensor {entry.name!r} (stored 0x{entry.crc32c:08x}, "
+                    f"computed 0x{actual:08x})", path=path, key=entry.name, offset=entry.offset,
+                    expected=f"0x{entry.crc32c:08x}", found=f"0x{actual:08x}")
+        out = np.empty(n, dtype=object)
+        p = pos + 4
+        for i, length in enumerate(lengths):
+            out[i] = data[p:p + length]
+            p += length
+        return out.reshape(entry.shape)
+
+    def _assemble(self, entry: TensorEntry) -> np.ndarray:
+        """Build a partitioned tensor from its slice entries, after checking that they tile it exactly."""
+        path = self.index_path
+        name = entry.name
+        pieces = []
+        covered = 0
+        boxes = []
+        for extents in entry.slices:
+            box = tuple((s, d if n == -1 else n) for (s, n), d in zip(extents, entry.shape))
+            key = encode_slice_key(_encode_name(name), extents)
+            raw = self._table.get(key)
+            if raw is None:
+                raise CorruptCheckpointError(f"{path}: slice {list(extents)} of tensor {name!r} is listed but missing",
+                                             path=path, key=name)
+            part = self._parse_entry(key, raw)
+            want = tuple(n for _, n in box)
+            if part.shape != want or part.dtype != entry.dtype:
+                raise CorruptCheckpointError(
+                    f"{path}: slice {list(extents)} of tensor {name!r} has shape {list(part.shape)} "
+                    f"{part.dtype.name}, expected {list(want)} {entry.dtype.name}", path=path, key=name)
+            for other in boxes:
+                if all(a < c + m and c < a + n for (a, n), (c, m) in zip(box, other)):
+                    raise CorruptCheckpointError(f"{path}: slices of tensor {name!r} overlap", path=path, key=name)
+            boxes.append(box)
+            covered += part.num_elements
+            pieces.append((box, part))
+        if covered != entry.num_elements:
+            raise CorruptCheckpointError(
+                f"{path}: the slices of tensor {name!r} cover {covered} of its {entry.num_elements} elements",
+                path=path, key=name, expected=entry.num_elements, found=covered)
+        out = np.empty(entry.shape, dtype=entry.dtype.numpy)
+        for box, part in pieces:
+            out[tuple(slice(s, s + n) for s, n in box)] = self.read_entry(part)
+        return out
+
+    def close(self) -> None:
+        """Release the memory maps. Arrays already returned stay valid (they keep their map alive)."""
+        with self._lock:
+            bufs = [b for b, _ in self._maps.values()] + [self._index_buf]
+            self._maps.clear()
+        for buf in bufs:
+            if isinstance(buf, mmap.mmap):
+                try:
+                    buf.close()
+                except BufferError:
+                    pass  # an array still views it; the map is freed with the array
+
+    def __enter__(self) -> BundleReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _byteswapped(array: np.ndarray) -> np.ndarray:
+    """A native-order copy of a big-endian array (complex values swap each half)."""
+    size = array.dtype.itemsize // (2 if array.dtype.kind == "c" else 1)
+    raw = array.view(f"u{size}").byteswap()
+    return raw.view(array.dtype)
+
+
+def _fixed_lengths(lengths: Sequence[int], order: str = "<") -> bytes:
+    """String lengths as fixed-width integers: the input of the length checksum (spec 2.2)."""
+    if all(n <= 0xFFFFFFFF for n in lengths):
+        return np.asarray(lengths, dtype=f"{order}u4").tobytes()
+    return b"".join(struct.pack(f"{order}Q" if n > 0xFFFFFFFF else f"{order}I", n) for n in lengths)
+
+
+# ====================================================================================================== writing
+
+
+def _as_bytes(value) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytearray, memoryview, np.bytes_)):
+        return bytes(value)
+    raise DTypeNotSupportedError(f"string tensors hold str or bytes, not {type(value).__name__}")
+
+
+def encode_strings(array: np.ndarray) -> tuple[bytes, int]:
+    """The data-file payload of a string tensor and its unmasked CRC32C (spec 2.2)."""
+    items = [_as_bytes(v) for v in array.reshape(-1).tolist()]
+    lengths = [len(b) for b in items]
+    len_crc = crc32c(_fixed_lengths(lengths))
+    masked = struct.pack("<I", mask(len_crc))
+    body = b"".join(items)
+    payload = b"".join(encode_varint(n) for n in lengths) + masked + body
+    crc = crc32c(body, crc32c(masked, len_crc))
+    return payload, crc
+
+
+class _Shard:
+    __slots__ = ("tmp", "final", "fd", "size")
+
+    def __init__(self, tmp: str, final: str) -> None:
+        self.tmp = tmp
+        self.final = final
+        self.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+        self.size = 0
+
+    def write(self, data) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            written = os.write(self.fd, view[:_WRITE_CHUNK])
+            view = view[written:]
+            self.size += written
+
+
+def _pod_bytes(array: np.ndarray) -> np.ndarray:
+    """A flat little-endian uint8 view of ``array`` (a copy only if it is not C-contiguous little-endian)."""
+    if array.dtype.byteorder == ">" or (array.dtype.byteorder == "=" and sys.byteorder == "big"):
+        array = array.astype(array.dtype.newbyteorder("<"))
+    array = np.ascontiguousarray(array)
+    return array.reshape(-1).view(np.uint8)
+
+
+class BundleWriter:
+    """Writes one bundle. Tensors are streamed to the data files as they are added; :meth:`finish` writes the index.
+
+    Files go to temporary names (``...tmp-<random>``) until :meth:`finish` renames them into place, data first and
+    index last; :meth:`abort` (or an exception inside a ``with`` block) removes them. Not thread-safe.
+
+    Args:
+        prefix: Checkpoint prefix to create.
+        num_shards: Number of data files; tensors go to the least-filled one.
+        sync: fsync files and the directory before returning from :meth:`finish` (durable on power loss).
+    """
+
+    def __init__(self, prefix: str | os.PathLike, *, num_shards: int = 1, sync: bool = True) -> None:
+        if num_shards < 1:
+            raise ValueError("num_shards must be at least 1")
+        self.prefix = os.fspath(prefix)
+        self.sync = sync
+        token = secrets.token_hex(4)
+        self._token = token
+        self._shards: list[_Shard] = []
+        self._entries: dict[bytes, tensor_bundle_pb2.BundleEntryProto] = {}
+        self._done = False
+        try:
+            for i in range(num_shards):
+                final = data_filename(self.prefix, i, num_shards)
+                self._shards.append(_Shard(f"{final}{TMP_MARKER}{token}", final))
+        except BaseException:
+            self.abort()
+            raise
+
+    # ------------------------------------------------------------------ adding
+
+    def _check_new(self, key: bytes, name: str) -> None:
+        if self._done:
+            raise RuntimeError("BundleWriter is already finished")
+        if not key:
+            raise ValueError("tensor names must not be empty (the empty key holds the bundle header)")
+        if is_slice_key(key):
+            raise ValueError(f"tensor name {name!r} must not start with a NUL byte")
+        if key in self._entries:
+            raise ValueError(f"tensor {name!r} was already added")
+
+    def _write_payload(self, array: np.ndarray, dtype: DType, shard: _Shard | None = None):
+        if shard is None:
+            shard = min(self._shards, key=lambda s: s.size)
+        offset = shard.size
+        if dtype.is_string:
+            payload, crc = encode_strings(array)
+            shard.write(payload)
+            size = len(payload)
+        else:
+            raw = _pod_bytes(array)
+            crc = crc32c(raw)
+            shard.write(raw)
+            size = raw.nbytes
+        return self._shards.index(shard), offset, size, crc
+
+    def add(self, name: str, array, *, dtype: DType | None = None) -> None:
+        """Append tensor ``name`` with the value ``array`` (anything ``np.asarray`` accepts).
+
+        Args:
+            dtype: Store as this TensorFlow type (e.g. a quantized type over its integer layout); inferred from
+                the array by default.
+        """
+        key = _encode_name(name)
+        self._check_new(key, name)
+        array = np.asarray(array)
+        dtype = dtype or _dtypes.from_numpy(array.dtype)
+        shard, offset, size, crc = self._write_payload(array, dtype)
+        proto = tensor_bundle_pb2.BundleEntryProto(dtype=dtype.enum, shard_id=shard, offset=offset, size=size,
+                                                   crc32c=mask(crc))
+        proto.shape.SetInParent()
+        for d in array.shape:
+            proto.shape.dim.add(size=d)
+        self._entries[key] = proto
+
+    def add_slice(self, name: str, full_shape: Sequence[int], extents: Sequence[tuple[int, int]], array) -> None:
+        """Append one slice of partitioned tensor ``name`` (TensorFlow's ``BundleWriter::AddSlice``).
+
+        Args:
+            full_shape: Shape of the whole tensor.
+            extents: ``(start, length)`` per dimension; length -1 for a whole dimension.
+            array: The slice's values.
+        """
+        array = np.asarray(array)
+        dtype = _dtypes.from_numpy(array.dtype)
+        full_shape = tuple(int(d) for d in full_shape)
+        extents = tuple((int(s), int(n)) for s, n in extents)
+        want = tuple(d if n == -1 else n for (_, n), d in zip(extents, full_shape))
+        if len(extents) != len(full_shape) or array.shape != want:
+            raise ValueError(f"slice {extents} of {name!r} {full_shape} needs an array of shape {want}, "
+                             f"got {array.shape}")
+        key = _encode_name(name)
+        full = self._entries.get(key)
+        if full is None:
+            self._check_new(key, name)
+            full = tensor_bundle_pb2.BundleEntryProto(dtype=dtype.enum)
+            for d in full_shape:
+                full.shape.dim.add(size=d)
+            self._entries[key] = full
+        elif not full.slices:
+            raise ValueError(f"tensor {name!r} was already added whole")
+        slice_key = encode_slice_key(key, extents)
+        if slice_key in self._entries:
+            raise ValueError(f"slice {extents} of {name!r} was already added")
+        shard, offset, size, crc = self._write_payload(array, dtype)
+        part = tensor_bundle_pb2.BundleEntryProto(dtype=dtype.enum, shard_id=shard, offset=offset, size=size,
+                                                  crc32c=mask(crc))
+        part.shape.SetInParent()
+        for d in array.shape:
+            part.shape.dim.add(size=d)
+        self._entries[slice_key] = part
+        proto_slice = full.slices.add()
+        for start, length in extents:
+            ext = proto_slice.extent.add(start=start)
+            if length != -1:
+                ext.length = length
+
+    # ------------------------------------------------------------------ committing
+
+    def index_bytes(self) -> bytes:
+        header = tensor_bundle_pb2.BundleHeaderProto(num_shards=len(self._shards))
+        header.version.producer = BUNDLE_VERSION
+        table = TableWriter()
+        table.add(HEADER_KEY, header.SerializeToString())
+        for key in sorted(self._entries):
+            table.add(key, self._entries[key].SerializeToString())
+        return table.finish()
+
+    def finish(self) -> list[str]:
+        """Write the index and move every file into place. Returns the final file names, index last."""
+        if self._done:
+            raise RuntimeError("BundleWriter is already finished")
+        index_final = index_filename(self.prefix)
+        index_tmp = f"{index_final}{TMP_MARKER}{self._token}"
+        try:
+            for shard in self._shards:
+                if self.sync:
+                    os.fsync(shard.fd)
+                os.close(shard.fd)
+                shard.fd = -1
+            data = self.index_bytes()
+            fd = os.open(index_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view[:_WRITE_CHUNK]):]
+                if self.sync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            # An older checkpoint at the same prefix stops existing before its data files are replaced.
+            if os.path.lexists(index_final):
+                os.unlink(index_final)
+            for shard in self._shards:
+                os.replace(shard.tmp, shard.final)
+            os.replace(index_tmp, index_final)
+            if self.sync:
+                fsync_dir(os.path.dirname(index_final) or ".")
+        except BaseException:
+            self.abort(extra=[index_tmp])
+            raise
+        self._done = True
+        return [s.final for s in self._shards] + [index_final]
+
+    def abort(self, extra: Sequence[str] = ()) -> None:
+        """Close and delete the temporary files; nothing of this bundle is left behind."""
+        self._done = True
+        for shard in self._shards:
+            if shard.fd >= 0:
+                try:
+                    os.close(shard.fd)
+                except OSError:
+                    pass
+                shard.fd = -1
+        for path in [s.tmp for s in self._shards] + list(extra):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    def __enter__(self) -> BundleWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and not self._done:
+            self.abort()
+
+
+def fsync_dir(path: str) -> None:
+    """fsync a directory so that renames inside it survive a power loss (no-op where unsupported)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,1 @@
+"""Generated protobuf modules (``make protos``); the ``.proto`` sources sit beside them. Package ``ckpt.tf``."""
