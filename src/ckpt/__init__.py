@@ -13,18 +13,24 @@ Example:
 
 from __future__ import annotations
 
-from .api import load, save
+from .api import RestoreReport, flatten, load, restore, save
 from .errors import (CheckpointError, CheckpointNotFoundError, ChecksumMismatchError, CkptError,
-                     CorruptCheckpointError, DTypeNotSupportedError, InvalidStateError, UnsupportedError)
+                     CorruptCheckpointError, DTypeNotSupportedError, InvalidStateError, StateMismatchError,
+                     UnsupportedError)
 from .format.state_file import latest as _latest
+from .manager import Manager
+from .policies import (CheckpointInfo, KeepAny, KeepBest, KeepEveryNHours, KeepEveryNSteps, KeepLast, SaveAny,
+                       SaveEveryNSeconds, SaveEveryNSteps)
 from .reader import Reader
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "save", "load", "latest", "Reader",
+    "save", "load", "restore", "flatten", "RestoreReport", "latest", "Reader", "StateMismatchError",
     "CheckpointError", "CkptError", "CheckpointNotFoundError", "CorruptCheckpointError", "ChecksumMismatchError",
     "UnsupportedError", "DTypeNotSupportedError", "InvalidStateError", "__version__",
+    "Manager", "CheckpointInfo", "KeepLast", "KeepEveryNHours", "KeepEveryNSteps", "KeepBest", "KeepAny",
+    "SaveEveryNSteps", "SaveEveryNSeconds", "SaveAny",
 ]
 
 

@@ -1,107 +1,126 @@
-"""``ckpt.save`` and ``ckpt.load``: nested state in, TensorFlow-compatible checkpoint out, and back.
+"""``ckpt.save``, ``ckpt.load`` and ``ckpt.restore``: state trees in, TensorFlow-compatible checkpoints out, and back.
 
-A save is planned completely before a byte is written: the state is flattened to ``name -> array`` (nesting joined
-with ``/``, as TensorFlow names scopes) and every problem is collected and raised at once. Then the bundle is
-written (data, then index, each under a temporary name until renamed) and only then is the ``checkpoint`` state
-file updated, by atomic replace. A save that fails leaves no new file behind and never touches older checkpoints.
+A save is planned completely before a byte is written: the state is walked once (``ckpt.tree``), every tensor
+named, every problem collected and raised at once. Then the bundle is written (data, then index, each under a
+temporary name until renamed, index last) and only then is the ``checkpoint`` state file updated, by atomic
+replace. A save that fails leaves no new file behind and never touches older checkpoints.
+
+A restore compares everything first (missing, unexpected and mismatched names, shapes and dtypes) and touches no
+target before that comparison passes.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import re
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Union
 
 import numpy as np
 
-from .errors import CheckpointError, DTypeNotSupportedError, InvalidStateError
-from .format import dtypes as _dtypes
+from . import _rng, tree
+from .errors import CheckpointError, InvalidStateError, StateMismatchError
 from .format.bundle import BundleWriter, index_filename
 from .format.state_file import CheckpointState, read_state, resolve, write_state
 from .reader import METADATA_KEY, Reader
 
-__all__ = ["save", "load", "flatten"]
+__all__ = ["save", "load", "restore", "RestoreReport", "NameMap", "flatten", "write_checkpoint"]
 
-_SCALARS = (bool, int, float, complex, str, bytes, np.generic)
+#: ``{name_in_checkpoint: name_in_state}``, a callable returning the state name (or None to skip), or a list of
+#: ``(regex, replacement)`` rules (the first rule that matches a checkpoint name rewrites it).
+NameMap = Union[Mapping[str, str], Callable[[str], "str | None"], Sequence[tuple[str, str]]]
 
-
-def _leaf_array(value: Any) -> np.ndarray:
-    if isinstance(value, bool):
-        return np.asarray(value, dtype=np.bool_)
-    if isinstance(value, int):
-        return np.asarray(value, dtype=np.int64)
-    if isinstance(value, (str, bytes)):
-        return np.asarray(value, dtype=object)
-    array = np.asarray(value)
-    _dtypes.from_numpy(array.dtype)  # raises DTypeNotSupportedError
-    if array.dtype == object:
-        bad = [type(v).__name__ for v in array.reshape(-1).tolist() if not isinstance(v, (str, bytes))]
-        if bad:
-            raise DTypeNotSupportedError(f"object arrays may only hold str or bytes, found {bad[0]}")
-    return array
+RECORD_FORMAT = 1
 
 
-def flatten(state: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Flatten nested mappings (and lists/tuples, whose items are named ``0``, ``1``, ...) to ``name -> array``.
+def flatten(state: Any) -> dict[str, np.ndarray]:
+    """``name -> array`` for every tensor ``save`` would write (tied tensors once).
 
     Raises:
         InvalidStateError: listing every unsupported value, bad key and name collision at once.
     """
-    if not isinstance(state, Mapping):
-        raise InvalidStateError(f"state must be a mapping of names to values, not {type(state).__name__}")
-    out: dict[str, np.ndarray] = {}
-    problems: list[str] = []
+    walked = tree.walk(state)
+    _raise_problems(walked.problems)
+    return {name: leaf.get() for name, leaf in walked.leaves.items()}
 
-    def visit(node: Any, name: str) -> None:
-        if isinstance(node, Mapping):
-            if not node and name:
-                problems.append(f"{name!r}: empty mapping (nothing to save)")
-            for key, child in node.items():
-                if not isinstance(key, (str, int)) or isinstance(key, bool):
-                    problems.append(f"{name or '<root>'}: key {key!r} is a {type(key).__name__}; use str keys")
-                    continue
-                key = str(key)
-                if not key:
-                    problems.append(f"{name or '<root>'}: empty key")
-                    continue
-                visit(child, f"{name}/{key}" if name else key)
-        elif isinstance(node, (list, tuple)) and not isinstance(node, _SCALARS):
-            for i, child in enumerate(node):
-                visit(child, f"{name}/{i}")
-        else:
-            if name == METADATA_KEY:
-                problems.append(f"{name!r}: reserved for ckpt's metadata")
-                return
-            try:
-                array = _leaf_array(node)
-            except (DTypeNotSupportedError, ValueError, TypeError) as exc:
-                problems.append(f"{name!r}: cannot save a {type(node).__name__} ({exc})")
-                return
-            if name in out:
-                problems.append(f"{name!r}: two values map to this name")
-                return
-            out[name] = array
 
-    visit(state, "")
+def _raise_problems(problems: list[str]) -> None:
     if problems:
         listing = "\n  ".join(problems)
         raise InvalidStateError(f"cannot save this state ({len(problems)} problem(s)):\n  {listing}")
-    return out
 
 
-def save(state: Mapping[str, Any], prefix: str | os.PathLike, *, step: int | None = None,
-         metadata: Mapping[str, Any] | None = None, num_shards: int = 1, sync: bool = True) -> str:
+def _is_plain(spec: Any) -> bool:
+    """True when names alone describe the tree (nested dicts of NumPy arrays): no record is needed, and the files
+    equal what TensorFlow's Saver writes for the same tensors."""
+    if "dict" in spec:
+        return all(_is_plain(child) for _, child in spec["dict"])
+    return "leaf" in spec and spec.get("kind") == "ndarray"
+
+
+def write_checkpoint(state: Any, prefix: str, *, metadata: Mapping[str, Any] | None = None, rng: bool = False,
+                     num_shards: int = 1, sync: bool = True, extra_record: Mapping[str, Any] | None = None) -> str:
+    """Write one checkpoint at ``prefix`` without touching the ``checkpoint`` state file (the manager's building
+    block). Returns ``prefix``."""
+    walked = tree.walk(state)
+    problems = list(walked.problems)
+    if METADATA_KEY in walked.leaves:
+        problems.append(f"{METADATA_KEY!r}: reserved for ckpt's metadata")
+    for name in walked.leaves:
+        try:
+            name.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError as exc:
+            problems.append(f"{name!r}: not a valid tensor name ({exc.reason})")
+            continue
+        if name.startswith("\x00"):
+            problems.append(f"{name!r}: names must not start with a NUL byte (that marks slice entries)")
+    _raise_problems(problems)
+    record: dict[str, Any] = {}
+    if metadata is not None:
+        record["user"] = dict(metadata)
+    if rng:
+        record["rng"] = _rng.capture()
+    if walked.aliases:
+        record["aliases"] = walked.aliases
+    if extra_record:
+        record.update(extra_record)
+    if record or not _is_plain(walked.spec):
+        record["tree"] = walked.spec
+        record["format"] = RECORD_FORMAT
+        try:
+            encoded = json.dumps(record, sort_keys=True).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            raise InvalidStateError(f"metadata must be JSON-serialisable: {exc}") from None
+    directory = os.path.dirname(prefix) or "."
+    os.makedirs(directory, exist_ok=True)
+    with BundleWriter(prefix, num_shards=num_shards, sync=sync) as writer:
+        for name in sorted(walked.leaves, key=lambda n: n.encode("utf-8", "surrogateescape")):
+            writer.add(name, walked.leaves[name].get())
+        if record:
+            writer.add(METADATA_KEY, np.asarray(encoded, dtype=object))
+        writer.finish()
+    return prefix
+
+
+def save(state: Any, prefix: str | os.PathLike, *, step: int | None = None,
+         metadata: Mapping[str, Any] | None = None, rng: bool = False, num_shards: int = 1,
+         sync: bool = True) -> str:
     """Save ``state`` as a TensorFlow-compatible checkpoint and record it in the directory's ``checkpoint`` file.
 
     Args:
-        state: Nested mappings whose leaves are NumPy arrays, NumPy scalars, or Python ``bool``/``int``/
-            ``float``/``complex``/``str``/``bytes``. Nesting is joined with ``/``: ``{"layer": {"w": w}}`` is
-            saved as ``layer/w``.
+        state: A tree of dicts, lists, tuples, namedtuples and dataclasses whose leaves are NumPy arrays or
+            scalars, Python numbers/bools/strings, torch tensors, modules, optimizers, LR schedulers and
+            generators, JAX arrays, ``tf.Variable``\\ s, ``tf.Module``\\ s and Keras models. Names join the path with
+            ``/`` (``{"model": net}`` gives ``model/fc1/weight``). Tensors shared by several names are stored once.
         prefix: Checkpoint prefix, e.g. ``"model/regression.ckpt"``. Missing directories are created.
         step: Appended as ``-<step>`` (TensorFlow's ``global_step``).
         metadata: JSON-serialisable data stored with the checkpoint, read back as ``Reader(...).metadata``.
+        rng: Also capture the global random generators (Python, NumPy, torch, TensorFlow); ``restore`` puts them
+            back.
         num_shards: Number of data files.
         sync: fsync data, index, state file and directory before returning (set False for scratch runs).
 
@@ -115,7 +134,13 @@ def save(state: Mapping[str, Any], prefix: str | os.PathLike, *, step: int | Non
         >>> ckpt.save({"alpha": np.float32(0.24), "beta": np.float32(0.21)}, "model/regression.ckpt", step=25)
         'model/regression.ckpt-25'
     """
-    prefix = os.fspath(prefix)
+    prefix = _with_step(os.fspath(prefix), step)
+    write_checkpoint(state, prefix, metadata=metadata, rng=rng, num_shards=num_shards, sync=sync)
+    record_in_state(os.path.dirname(prefix) or ".", prefix, sync=sync)
+    return prefix
+
+
+def _with_step(prefix: str, step: int | None) -> str:
     if step is not None:
         if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
             raise TypeError(f"step must be an int, not {type(step).__name__}")
@@ -123,33 +148,17 @@ def save(state: Mapping[str, Any], prefix: str | os.PathLike, *, step: int | Non
     if os.path.isdir(prefix):
         raise CheckpointError(f"{prefix} is a directory; pass a prefix inside it, e.g. {os.path.join(prefix, 'ckpt')}",
                               path=prefix)
-    tensors = flatten(state)
-    record = None
-    if metadata is not None:
-        try:
-            record = json.dumps({"format": 1, "user": dict(metadata)}, sort_keys=True, allow_nan=True)
-        except (TypeError, ValueError) as exc:
-            raise InvalidStateError(f"metadata must be JSON-serialisable: {exc}") from None
-    directory = os.path.dirname(prefix) or "."
-    os.makedirs(directory, exist_ok=True)
-    with BundleWriter(prefix, num_shards=num_shards, sync=sync) as writer:
-        for name in sorted(tensors, key=lambda n: n.encode("utf-8", "surrogateescape")):
-            writer.add(name, tensors[name])
-        if record is not None:
-            writer.add(METADATA_KEY, np.asarray(record.encode("utf-8"), dtype=object))
-        writer.finish()
-    _record_in_state(directory, prefix, sync=sync)
     return prefix
 
 
-def _record_in_state(directory: str, prefix: str, *, sync: bool) -> None:
+def record_in_state(directory: str, prefix: str, *, sync: bool = True, timestamp: float | None = None) -> None:
     """Make ``prefix`` the newest entry of ``directory/checkpoint`` (relative paths, timestamps kept aligned)."""
     try:
         state = read_state(directory) or CheckpointState()
     except CheckpointError:
         state = CheckpointState()  # a garbled state file is replaced, as TensorFlow does
     name = os.path.relpath(prefix, directory)
-    now = time.time()
+    now = time.time() if timestamp is None else timestamp
     paths = list(state.all_model_checkpoint_paths)
     stamps = list(state.all_model_checkpoint_timestamps)
     if len(stamps) != len(paths):
@@ -169,25 +178,39 @@ def _mtime(prefix: str, default: float) -> float:
         return default
 
 
-def load(path: str | os.PathLike, *, flat: bool = False) -> dict[str, Any]:
+# ============================================================================================== load
+
+
+def load(path: str | os.PathLike, *, flat: bool = False) -> Any:
     """Read every tensor of a checkpoint into memory.
 
     Args:
         path: A prefix, one of its files, or a directory (its newest checkpoint).
-        flat: Return ``{"layer/w": array}`` instead of nested ``{"layer": {"w": array}}``.
+        flat: Return ``{"layer/w": array}`` instead of the tree.
 
     Returns:
-        Writable NumPy arrays (copies, independent of the files), nested by ``/`` unless ``flat``.
+        For checkpoints written by ``ckpt.save``, the saved tree rebuilt: dicts, lists and tuples as saved,
+        namedtuples and dataclasses as look-alikes, Python scalars as Python scalars, every tensor (torch, JAX,
+        TensorFlow included) as a writable NumPy array, framework objects as what they hold. For other
+        checkpoints, nested dicts split on ``/``.
 
     Raises:
-        CheckpointError: when nesting is impossible because a name is both a tensor and a scope
-            (TensorFlow 1 optimizer slots: ``w`` and ``w/Adam``); pass ``flat=True`` for those.
+        CheckpointError: when nesting a foreign checkpoint is impossible because a name is both a tensor and a
+            scope (TensorFlow 1 optimizer slots: ``w`` and ``w/Adam``); pass ``flat=True`` for those.
     """
     with Reader(path) as reader:
+        if flat:
+            return {name: np.array(array, copy=True) for name, array in reader.items()}
+        record = reader.record
+        spec = record.get("tree")
+        if spec is not None:
+            try:
+                return tree.rebuild(spec, lambda name: np.array(reader[name], copy=True))
+            except (ValueError, KeyError, TypeError, IndexError) as exc:
+                raise CheckpointError(f"{reader.prefix}: malformed ckpt tree record ({exc})", path=reader.prefix,
+                                      key=METADATA_KEY) from None
         values = {name: np.array(array, copy=True) for name, array in reader.items()}
         prefix = reader.prefix
-    if flat:
-        return values
     nested: dict[str, Any] = {}
     for name, array in values.items():
         parts = name.split("/")
@@ -207,3 +230,236 @@ def _collision(prefix: str, scope: str, name: str) -> CheckpointError:
     return CheckpointError(
         f"{prefix}: {scope!r} is both a tensor and a scope (of {name!r}), so the checkpoint cannot be nested; "
         "use ckpt.load(path, flat=True)", path=prefix, key=name)
+
+
+# ============================================================================================== restore
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    """What a non-strict restore did.
+
+    Attributes:
+        tree: The restored state (the same objects, updated in place where the framework allows; new values for
+            immutable leaves such as JAX arrays and Python scalars).
+        restored: State names that received checkpoint values.
+        missing: State names the checkpoint has no value for (left unchanged).
+        unexpected: Checkpoint names nothing in the state asked for.
+        mismatched: ``"name: why"`` for names whose shape or dtype differ (left unchanged).
+    """
+
+    tree: Any
+    restored: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+
+def _mapper(map: NameMap | None) -> tuple[Callable[[str], str | None], bool]:
+    """A function checkpoint name -> state name (None: skip), and whether unmapped names are skipped."""
+    if map is None:
+        return (lambda name: name), False
+    if isinstance(map, Mapping):
+        table = dict(map)
+        return table.get, True
+    if callable(map):
+        return map, False
+    rules = [(re.compile(pattern), repl) for pattern, repl in map]
+
+    def apply_rules(name: str) -> str | None:
+        for pattern, repl in rules:
+            new, count = pattern.subn(repl, name, count=1)
+            if count:
+                return new or None
+        return name
+
+    return apply_rules, False
+
+
+def _map_spec(node: Any, fn: Callable[[str], str | None]) -> Any:
+    """The saved spec with every tensor and parameter name rewritten into state names."""
+    if isinstance(node, dict):
+        out = {}
+        for key, value in node.items():
+            if key in ("leaf", "alias", "name") and isinstance(value, str):
+                out[key] = fn(value) or value
+            elif key == "param_groups" and isinstance(value, list):
+                out[key] = [dict(g, params=[_map_param(p, fn) for p in g.get("params", [])]) for g in value]
+            else:
+                out[key] = _map_spec(value, fn)
+        return out
+    if isinstance(node, list):
+        return [_map_spec(v, fn) for v in node]
+    return node
+
+
+def _map_param(name: str, fn: Callable[[str], str | None]) -> str:
+    return fn(name) or name
+
+
+def _check_leaf(leaf: tree.Leaf, shape: tuple[int, ...], dtype: Any) -> str | None:
+    if leaf.shape is not None and tuple(leaf.shape) != tuple(shape):
+        return f"{leaf.name}: checkpoint {_dt(dtype)}{list(shape)}, state {_dt(leaf.dtype)}{list(leaf.shape)}"
+    if leaf.dtype is None:  # a Python scalar: any value of a compatible kind
+        kind = getattr(leaf, "kind", "")
+        if kind in ("str", "bytes"):
+            ok = dtype == np.dtype(object)
+        else:
+            ok = isinstance(dtype, np.dtype) and dtype.kind in {"bool": "b", "int": "biu", "float": "biuf",
+                                                                 "complex": "biufc"}.get(kind, "biufc")
+        if not ok:
+            return f"{leaf.name}: checkpoint {_dt(dtype)}, state a Python {kind}"
+        return None
+    if not isinstance(dtype, np.dtype) or np.dtype(dtype) != np.dtype(leaf.dtype):
+        return f"{leaf.name}: checkpoint {_dt(dtype)}{list(shape)}, state {_dt(leaf.dtype)}{list(leaf.shape or ())}"
+    return None
+
+
+def _dt(dtype: Any) -> str:
+    if dtype is None:
+        return ""
+    if isinstance(dtype, np.dtype) and dtype == np.dtype(object):
+        return "string"
+    return str(dtype)
+
+
+def restore(path: str | os.PathLike, into: Any, *, map: NameMap | None = None, strict: bool = True,
+            rng: bool = True, verify_checksums: bool = True) -> Any:
+    """Restore a checkpoint into ``into``: in place for torch, NumPy and ``tf.Variable`` state.
+
+    Everything is compared before any target is touched; a strict restore that finds a problem raises one error
+    listing every missing, unexpected and mismatched name.
+
+    Args:
+        path: A prefix, one of its files, or a directory (its newest checkpoint).
+        into: The state to fill, shaped like what was saved (any tree ``save`` accepts).
+        map: Rename checkpoint names to state names: a dict ``{name_in_checkpoint: name_in_state}`` (only those
+            are restored: TensorFlow's ``var_list`` dict / ``assignment_map``), a callable (return None to skip a
+            name), or a list of ``(regex, replacement)`` rules, e.g. ``[(r"^model/", "")]`` strips a prefix and
+            ``[(r"^", "net/")]`` adds one.
+        strict: Raise on any missing, unexpected or mismatched name (default). With ``strict=False`` whatever
+            matches is restored and a :class:`RestoreReport` is returned.
+        rng: Put back the global random generator states if the checkpoint recorded them.
+        verify_checksums: Check tensor CRCs while reading.
+
+    Returns:
+        The restored tree (the only way to get restored immutable values such as JAX arrays), or with
+        ``strict=False`` a :class:`RestoreReport` whose ``tree`` is the restored tree.
+
+    Raises:
+        StateMismatchError: (strict) names or shapes differ; nothing was modified.
+        CheckpointNotFoundError, CorruptCheckpointError: as for ``Reader``.
+    """
+    fn, subset = _mapper(map)
+    walked = tree.walk(into, restoring=True)
+    if walked.problems:
+        listing = "\n  ".join(walked.problems)
+        raise InvalidStateError(f"cannot restore into this state ({len(walked.problems)} problem(s)):\n  {listing}")
+    with Reader(path, verify_checksums=verify_checksums) as reader:
+        record = reader.record
+        to_ckpt: dict[str, str] = {}  # state name -> checkpoint name
+        collisions = []
+        for ckpt_name in reader.keys():
+            state_name = fn(ckpt_name)
+            if state_name is None:
+                continue
+            if state_name in to_ckpt:
+                collisions.append(f"{state_name} (from {to_ckpt[state_name]} and {ckpt_name})")
+                continue
+            to_ckpt[state_name] = ckpt_name
+        if collisions:
+            raise CheckpointError(f"the name map sends several checkpoint names to one state name: "
+                                  f"{', '.join(collisions)}", path=reader.prefix)
+        shapes, dtypes = reader.shapes(), reader.dtypes()
+        available = {s: (shapes[c], dtypes[c]) for s, c in to_ckpt.items()}
+        for alias, stored in (record.get("aliases") or {}).items():
+            alias_state, stored_state = fn(alias), fn(stored)
+            if alias_state and stored_state in available and alias_state not in available:
+                available[alias_state] = available[stored_state]
+                to_ckpt[alias_state] = to_ckpt[stored_state]
+        saved_spec = _map_spec(record["tree"], fn) if "tree" in record else None
+
+        wanted = set(map.values()) if subset else None  # a dict selects exactly the state names it lists
+
+        def selected(name: str) -> bool:
+            return wanted is None or name in wanted or any(w.startswith(name + "/") for w in wanted)
+
+        missing, mismatched, claimed, ready = [], [], set(), []
+        for name, leaf in walked.leaves.items():
+            if not selected(name):
+                continue
+            if name not in available:
+                missing.append(name)
+                continue
+            claimed.add(name)
+            problem = _check_leaf(leaf, *available[name])
+            if problem:
+                mismatched.append(problem)
+            else:
+                ready.append(leaf)
+        for alias, stored in walked.aliases.items():
+            if alias in available:
+                claimed.add(alias)
+            if stored not in available and alias in available and stored in missing:
+                # The checkpoint stores the tied tensor under the other name: restore the storage from there.
+                leaf = walked.leaves[stored]
+                missing.remove(stored)
+                to_ckpt[stored] = to_ckpt[alias]
+                problem = _check_leaf(leaf, *available[alias])
+                (mismatched.append(problem) if problem else ready.append(leaf))
+        plans = []
+        for group in walked.groups:
+            if not selected(group.name):
+                continue
+            plan = group.plan(available, tree.find_spec(saved_spec, group.name) if saved_spec is not None else None)
+            missing.extend(plan.missing)
+            mismatched.extend(plan.mismatched)
+            claimed |= plan.claimed
+            if not plan.missing and not plan.mismatched and plan.apply is not None:
+                plans.append(plan)
+        unexpected = sorted(n for n in available if n not in claimed)
+        if strict and (missing or unexpected or mismatched):
+            raise StateMismatchError(_mismatch_message(reader.prefix, missing, unexpected, mismatched),
+                                     path=reader.prefix, missing=missing, unexpected=unexpected,
+                                     mismatched=mismatched)
+
+        def read(state_name: str) -> np.ndarray:
+            return reader[to_ckpt[state_name]]
+
+        for leaf in ready:
+            leaf.result = leaf.assign(read(leaf.name))
+        for plan in plans:
+            plan.apply(read)
+        if rng and "rng" in record:
+            _rng.restore(record["rng"])
+        result = walked.rebuild()
+    if strict:
+        return result
+    return RestoreReport(result, sorted(leaf.name for leaf in ready), missing, unexpected, mismatched)
+
+
+def _mismatch_message(prefix: str, missing: list[str], unexpected: list[str], mismatched: list[str]) -> str:
+    lines = [f"cannot restore {prefix} into this state: {len(missing)} missing, {len(unexpected)} unexpected, "
+             f"{len(mismatched)} mismatched (nothing was changed)"]
+    if missing:
+        lines.append("  missing (in the state, not in the checkpoint):")
+        for name in missing[:50]:
+            close = difflib.get_close_matches(name, unexpected, n=1, cutoff=0.6)
+            lines.append(f"    {name}" + (f"   (the checkpoint has {close[0]!r})" if close else ""))
+        if len(missing) > 50:
+            lines.append(f"    ... and {len(missing) - 50} more")
+    if unexpected:
+        lines.append("  unexpected (in the checkpoint, not in the state):")
+        lines.extend(f"    {name}" for name in unexpected[:50])
+        if len(unexpected) > 50:
+            lines.append(f"    ... and {len(unexpected) - 50} more")
+    if mismatched:
+        lines.append("  mismatched:")
+        lines.extend(f"    {m}" for m in mismatched[:50])
+    lines.append("hint: rename with map={...} or map=[(regex, replacement)], or pass strict=False to restore what "
+                 "matches")
+    return "\n".join(lines)

@@ -20,6 +20,7 @@ __all__ = [
     "UnsupportedError",
     "DTypeNotSupportedError",
     "InvalidStateError",
+    "StateMismatchError",
 ]
 
 
@@ -88,3 +89,20 @@ class DTypeNotSupportedError(UnsupportedError, TypeError):
 
 class InvalidStateError(CheckpointError, TypeError):
     """The state passed to ``save`` cannot be saved; the message lists every problem at once."""
+
+
+class StateMismatchError(CheckpointError, ValueError):
+    """A strict restore found names or shapes that do not match; nothing was modified.
+
+    Attributes:
+        missing: State names with no value in the checkpoint.
+        unexpected: Checkpoint names nothing in the state asked for.
+        mismatched: ``"name: why"`` for shape or dtype differences.
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None, missing: list[str] | None = None,
+                 unexpected: list[str] | None = None, mismatched: list[str] | None = None) -> None:
+        super().__init__(message, path=path)
+        self.missing = list(missing or [])
+        self.unexpected = list(unexpected or [])
+        self.mismatched = list(mismatched or [])

@@ -91,7 +91,7 @@ class Reader:
         self.prefix: str = resolve_checkpoint(path)
         self._bundle = BundleReader(self.prefix, verify_checksums=verify_checksums)
         self._entries: dict[str, TensorEntry] | None = None
-        self._metadata: dict[str, Any] | None = None
+        self._record: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ listing
 
@@ -157,10 +157,17 @@ class Reader:
     @property
     def metadata(self) -> dict[str, Any]:
         """The JSON metadata saved with ``ckpt.save(..., metadata=...)``; empty for other checkpoints."""
-        if self._metadata is None:
+        user = self.record.get("user", {})
+        return user if isinstance(user, dict) else {}
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """ckpt's whole bookkeeping record (user metadata, tree spec, RNG state, ...); empty for checkpoints
+        written by other tools."""
+        if self._record is None:
             entry = self._bundle.entry(METADATA_KEY)
             if entry is None:
-                self._metadata = {}
+                self._record = {}
             else:
                 raw = self._bundle.read_entry(entry)
                 try:
@@ -171,9 +178,8 @@ class Reader:
                 if not isinstance(record, dict):
                     raise CorruptCheckpointError(f"{self.prefix}: malformed ckpt metadata (not an object)",
                                                  path=self.prefix, key=METADATA_KEY)
-                self._metadata = record.get("user", {})
                 self._record = record
-        return self._metadata
+        return self._record
 
     def close(self) -> None:
         """Release open files. Arrays already returned stay valid."""

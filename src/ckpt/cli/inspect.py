@@ -86,4 +86,6 @@ def _show(value: np.ndarray) -> str:
     if value.dtype == object:
         value = np.vectorize(lambda b: escape(b.decode("utf-8", "backslashreplace")), otypes=[object])(value) \
             if value.size else value
+    elif value.ndim == 0:
+        return np.array2string(value)  # str() of a 0-d array ignores the print options (--precision)
     return str(value)

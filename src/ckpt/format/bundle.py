@@ -177,8 +177,8 @@ class BundleReader:
         value = self._table.get(key)
         return None if value is None else self._parse_entry(key, value)
 
-    def _parse_entry(self, key: bytes, value: bytes) -> TensorEntry:
-        name = _decode_name(key)
+    def _parse_entry(self, key: bytes, value: bytes, name: str | None = None) -> TensorEntry:
+        name = name or _decode_name(key)
         path = self.index_path
         proto = tensor_bundle_pb2.BundleEntryProto()
         try:
@@ -196,6 +196,13 @@ class BundleReader:
         if len(shape) > MAX_RANK or any(d < 0 for d in shape):
             raise CorruptCheckpointError(f"{path}: tensor {name!r} has an invalid shape {list(shape)}",
                                          path=path, key=name, found=list(shape))
+        count = 1
+        for d in shape:  # TensorShape's check: the running element count must fit in int64
+            count *= d
+            if count >= 1 << 63:
+                raise CorruptCheckpointError(
+                    f"{path}: tensor {name!r} has shape {list(shape)}, whose element count overflows int64",
+                    path=path, key=name, found=list(shape))
         if proto.offset < 0 or proto.size < 0 or not 0 <= proto.shard_id < self.num_shards:
             raise CorruptCheckpointError(
                 f"{path}: tensor {name!r} points outside the checkpoint (shard {proto.shard_id} of "
@@ -358,7 +365,7 @@ class BundleReader:
             if raw is None:
                 raise CorruptCheckpointError(f"{path}: slice {list(extents)} of tensor {name!r} is listed but missing",
                                              path=path, key=name)
-            part = self._parse_entry(key, raw)
+            part = self._parse_entry(key, raw, f"{name}[{_slice_spec(extents)}]")
             want = tuple(n for _, n in box)
             if part.shape != want or part.dtype != entry.dtype:
                 raise CorruptCheckpointError(
@@ -374,9 +381,11 @@ class BundleReader:
             raise CorruptCheckpointError(
                 f"{path}: the slices of tensor {name!r} cover {covered} of its {entry.num_elements} elements",
                 path=path, key=name, expected=entry.num_elements, found=covered)
+        # Read (and bounds-check) every slice before allocating, so a forged shape cannot cause a huge allocation.
+        values = [(box, self.read_entry(part)) for box, part in pieces]
         out = np.empty(entry.shape, dtype=entry.dtype.numpy)
-        for box, part in pieces:
-            out[tuple(slice(s, s + n) for s, n in box)] = self.read_entry(part)
+        for box, value in values:
+            out[tuple(slice(s, s + n) for s, n in box)] = value
         return out
 
     def close(self) -> None:
@@ -396,6 +405,11 @@ class BundleReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _slice_spec(extents: Sequence[tuple[int, int]]) -> str:
+    """TensorFlow's text form of a slice, e.g. ``0,2:-`` (names slice entries in messages)."""
+    return ":".join("-" if n == -1 else f"{s},{n}" for s, n in extents)
 
 
 def _byteswapped(array: np.ndarray) -> np.ndarray:

@@ -22,7 +22,8 @@ def _num_increasing(value: int) -> bytes:
 
 
 def _string(value: bytes) -> bytes:
-    return value.replace(b"\xff", b"\xff\x00").replace(b"\x00", b"\x00\xff") + b"\x00\x01"
+    # One pass: 0xff -> ff 00 and 0x00 -> 00 ff (chained replaces would escape the inserted 00 again).
+    return b"\xff\x00".join(part.replace(b"\x00", b"\x00\xff") for part in value.split(b"\xff")) + b"\x00\x01"
 
 
 def _signed_num_increasing(value: int) -> bytes:

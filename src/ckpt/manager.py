@@ -1,0 +1,718 @@
+"""``ckpt.Manager``: numbered checkpoints in one directory, with retention and save-cadence policies.
+
+Design, in the order a save happens:
+
+1. **Sweep.** Leftovers of interrupted saves of this manager are removed: files named ``{name}-{step}.…`` that carry
+   the temporary marker (``.tmp-``), and ``{name}-{step}.data-*`` files whose ``.index`` is missing (a
+   checkpoint exists iff its ``.index`` does, because the index is renamed into place last). Record entries whose
+   ``.index`` was deleted by hand are dropped. Complete ``{name}-{step}`` checkpoints that the record does not list
+   but whose own metadata says this manager wrote them (a crash between writing a checkpoint and recording it) are
+   adopted back into the record.
+2. **Write** the checkpoint (``ckpt.api.write_checkpoint``: data, then index, under temporary names, index renamed
+   last). A failure here leaves everything else exactly as it was.
+3. **Record** it: the TensorFlow ``checkpoint`` state file (so ``tf.train.latest_checkpoint`` and ``ckpt.latest``
+   see it), then the manager record ``{name}.manager.json``. Both list the checkpoints that are about to be deleted
+   too, so a crash during step 4 leaves no checkpoint that nobody remembers.
+4. **Delete** what the keep policies dropped (``.index`` first, then ``.data-*``, then ``.meta``), and record the
+   survivors in the state file and the record again.
+
+The record is what lets a new process (a new Manager on the same directory) continue the same retention: it
+holds every checkpoint's step, time and metrics, which checkpoints are preserved forever and the time of the last
+one. TensorFlow's ``Saver`` keeps that history in memory only, so a restarted job orphans old files; ckpt does not.
+Retention only ever deletes ``{name}-{step}`` files of checkpoints in this record: never files of other tools, of
+other managers (other ``name``) in the same directory, or paths the record file names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import api
+from .errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
+from .format.bundle import TMP_MARKER, fsync_dir, index_filename
+from .format.state_file import STATE_FILENAME, CheckpointState, read_state, resolve, write_state
+from .policies import (CheckpointInfo, KeepAny, KeepBest, KeepContext, KeepEveryNHours, KeepEveryNSteps, KeepLast,
+                       KeepPolicy, SaveAny, SaveContext, SaveEveryNSeconds, SaveEveryNSteps, SavePolicy,
+                       preserved_by, rank_best)
+from .reader import Reader
+
+__all__ = ["Manager", "RECORD_SUFFIX"]
+
+logger = logging.getLogger(__name__)
+
+RECORD_SUFFIX = ".manager.json"  # the record file is f"{name}{RECORD_SUFFIX}" inside the directory
+RECORD_FORMAT = 1  # version of the record file's layout; a newer one is refused rather than misread
+_RECORD_MAX_BYTES = 64 * 1024 * 1024  # a record is ~100 bytes per checkpoint; refuse to slurp a huge garbage file
+_NAME_BAD = re.compile(r"[/\\\x00]")
+
+
+def _encode_metric(value: float) -> float | str:
+    """JSON has no NaN or infinity: those are stored as the strings ``"nan"``, ``"inf"`` and ``"-inf"``."""
+    return value if math.isfinite(value) else str(value)
+
+
+def _decode_metrics(raw: Any) -> dict[str, float] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ValueError("metrics is not an object")
+    out = {}
+    for key, value in raw.items():
+        if isinstance(value, str) and value in ("nan", "inf", "-inf"):
+            out[key] = float(value)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = float(value)
+        else:
+            raise ValueError(f"metric {key!r} is not a number")
+    return out
+
+
+def _check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float] | None:
+    if metrics is None:
+        return None
+    if not isinstance(metrics, Mapping):
+        raise TypeError(f"metrics must be a dict of floats, not {type(metrics).__name__}")
+    out, problems = {}, []
+    for key, value in metrics.items():
+        if not isinstance(key, str):
+            problems.append(f"key {key!r} is not a string")
+            continue
+        if not isinstance(value, (int, float)) and callable(getattr(value, "item", None)):
+            try:  # NumPy / torch / JAX / TensorFlow scalars
+                value = value.item()
+            except (TypeError, ValueError, RuntimeError):
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            problems.append(f"{key!r}: {type(value).__name__} is not a number")
+            continue
+        out[key] = float(value)
+    if problems:
+        raise TypeError("metrics must be a dict of floats: " + "; ".join(problems))
+    return out
+
+
+def _check_step(step: Any) -> int:
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise TypeError(f"step must be a non-negative int, not {step!r}")
+    return int(step)
+
+
+class Manager:
+    """Save numbered checkpoints into one directory and keep only those the retention policies want.
+
+    Checkpoint ``step`` goes to ``directory/f"{name}-{step}"`` (``.index`` + ``.data-00000-of-00001``), readable by
+    TensorFlow; the directory's ``checkpoint`` state file lists this manager's checkpoints (relative paths, oldest
+    first) so ``tf.train.latest_checkpoint`` and ``ckpt.latest`` find the newest. The manager's own record,
+    ``directory/f"{name}.manager.json"``, lets a new process continue where the last one stopped.
+
+    **Retention.** The keyword options become keep policies (``ckpt.policies``), and a checkpoint is kept if *any*
+    of them keeps it:
+
+    * ``max_to_keep=N`` → ``KeepLast(N)``: the N newest (highest-step) checkpoints. Checkpoints kept by the other
+      policies do not count toward N: they are kept *in addition to* the N newest. ``max_to_keep=None`` keeps
+      every checkpoint.
+    * ``keep_every_n_hours=H`` → ``KeepEveryNHours(H)``: TensorFlow 2's rule. Going through the checkpoints oldest
+      first, one is *preserved forever* if its time is at least ``H`` hours after the last preserved one (at
+      first: after the time this directory's history began, minus one second). Preserved checkpoints are written
+      in the record and never deleted by retention, even by a later manager with other options. With
+      ``max_to_keep`` alone this leaves exactly the checkpoints TensorFlow's ``CheckpointManager`` leaves.
+    * ``keep_every_n_steps=K`` → ``KeepEveryNSteps(K)``: checkpoints whose ``step % K == 0``.
+    * ``keep_best=k`` (with ``best_metric`` and ``best_mode``) → ``KeepBest(best_metric, best_mode, k)``: the k
+      best by ``metrics[best_metric]``; checkpoints without that metric (or with NaN) are not candidates, and on a
+      tie the newer checkpoint wins.
+    * The newest checkpoint is never deleted, nor is the one a save just wrote.
+
+    ``keep=`` takes any keep policy instead (it replaces ``max_to_keep`` and cannot be combined with
+    ``keep_every_n_hours``, ``keep_every_n_steps`` or ``keep_best``), e.g.
+    ``keep=KeepAny([KeepLast(3), KeepBest("loss", "min", 1)])``.
+
+    **Cadence.** ``save_interval_steps=n`` → ``SaveEveryNSteps(n)`` (save when ``step - last_saved_step >= n``),
+    ``save_interval_secs=s`` → ``SaveEveryNSeconds(s)``; both → ``SaveAny`` of the two (save when either says
+    so); neither → every ``save`` call saves. The first save always happens. ``save_policy=`` takes any save
+    policy instead. ``save(..., force=True)`` saves regardless.
+
+    **Safety.** Retention acts only on checkpoints in this manager's record (same directory and ``name``); files
+    of other tools or of managers with other names in the same directory are never deleted. Deletion happens only
+    after the new checkpoint, the state file and the record are committed.
+
+    **Concurrency.** Not thread-safe: use one Manager per directory from one thread. Not multi-process-safe for
+    writers: only one process may save into a directory under a given ``name`` at a time (there is no locking
+    yet). Other processes may read concurrently (``ckpt.latest``, ``ckpt.restore``, TensorFlow), since every file
+    is replaced atomically and a checkpoint only appears once complete.
+
+    Args:
+        directory: Where the checkpoints go; created if missing.
+        name: File name stem: checkpoints are ``{name}-{step}``.
+        max_to_keep: Keep the N newest checkpoints (None: all). At least 1.
+        keep_every_n_hours: Also preserve one checkpoint every this many hours, forever.
+        keep_every_n_steps: Also keep checkpoints whose step is a multiple of this.
+        best_metric: The ``metrics`` key that ranks checkpoints (for ``best`` and ``keep_best``).
+        best_mode: ``"min"`` (lower is better) or ``"max"``.
+        keep_best: Also keep the k best checkpoints by ``best_metric``.
+        save_interval_steps: Save only every this many steps (``save`` returns None otherwise).
+        save_interval_secs: Save only every this many seconds.
+        rng: Save the global random generator states with each checkpoint and put them back on restore.
+        sync: fsync files and directories (durable on power loss); False for scratch runs.
+        clock: Returns the time in seconds since the epoch; used for checkpoint times, intervals and
+            ``keep_every_n_hours`` (inject a fake clock in tests).
+        keep: A keep policy that replaces the retention options.
+        save_policy: A save policy that replaces ``save_interval_steps`` / ``save_interval_secs``.
+
+    Raises:
+        ValueError: an option is invalid or options conflict (the message names them).
+        CorruptCheckpointError: the record file exists but is not a valid record.
+
+    Example:
+        >>> with ckpt.Manager("runs/exp1", max_to_keep=3, best_metric="loss", keep_best=1) as manager:
+        ...     start = manager.restore_or_initialize({"model": net, "opt": opt})
+        ...     for step in range((start or 0) + 1, 1001):
+        ...         loss = train_step()
+        ...         manager.save(step, {"model": net, "opt": opt}, metrics={"loss": loss})
+    """
+
+    def __init__(self, directory: str | os.PathLike, *, name: str = "ckpt", max_to_keep: int | None = 5,
+                 keep_every_n_hours: float | None = None, keep_every_n_steps: int | None = None,
+                 best_metric: str | None = None, best_mode: str = "min", keep_best: int | None = None,
+                 save_interval_steps: int | None = None, save_interval_secs: float | None = None,
+                 rng: bool = True, sync: bool = True, clock: Callable[[], float] = time.time,
+                 keep: KeepPolicy | None = None, save_policy: SavePolicy | None = None) -> None:
+        if not isinstance(name, str) or not name or _NAME_BAD.search(name) or TMP_MARKER in name \
+                or name in (".", ".."):
+            raise ValueError(f"`name` must be a plain file name stem (no path separators, no {TMP_MARKER!r}), "
+                             f"not {name!r}")
+        if best_mode not in ("min", "max"):
+            raise ValueError(f"`best_mode` must be 'min' or 'max', not {best_mode!r}")
+        if best_metric is not None and (not isinstance(best_metric, str) or not best_metric):
+            raise ValueError(f"`best_metric` must be a non-empty string, not {best_metric!r}")
+        if keep_best is not None and best_metric is None:
+            raise ValueError("`keep_best` needs `best_metric` (the metrics key that ranks checkpoints)")
+        if not callable(clock):
+            raise TypeError("`clock` must be a callable returning seconds since the epoch")
+
+        if keep is not None:
+            conflicting = [opt for opt, value in (("keep_every_n_hours", keep_every_n_hours),
+                                                  ("keep_every_n_steps", keep_every_n_steps),
+                                                  ("keep_best", keep_best)) if value is not None]
+            if conflicting:
+                raise ValueError(f"`keep` replaces the retention options; drop {', '.join(conflicting)} or add the "
+                                 f"matching policies to `keep`")
+            if not callable(getattr(keep, "keep", None)):
+                raise TypeError(f"`keep` must be a keep policy (an object with a keep() method), not {keep!r}")
+            self.keep_policy: KeepPolicy = keep
+        else:
+            if max_to_keep is not None and (isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int)
+                                            or max_to_keep < 1):
+                raise ValueError(f"`max_to_keep` must be an int >= 1, or None to keep every checkpoint, not "
+                                 f"{max_to_keep!r}")
+            policies: list[KeepPolicy] = [KeepLast(max_to_keep)]
+            try:
+                if keep_every_n_hours is not None:
+                    policies.append(KeepEveryNHours(keep_every_n_hours))
+                if keep_every_n_steps is not None:
+                    policies.append(KeepEveryNSteps(keep_every_n_steps))
+                if keep_best is not None:
+                    policies.append(KeepBest(best_metric, best_mode, keep_best))
+            except ValueError as exc:  # name the Manager option, not the policy field
+                option = {"KeepEveryNHours.hours": "keep_every_n_hours", "KeepEveryNSteps.n": "keep_every_n_steps",
+                          "KeepBest.n": "keep_best"}
+                message = str(exc)
+                for field_name, opt in option.items():
+                    message = message.replace(f"`{field_name}`", f"`{opt}`")
+                raise ValueError(message) from None
+            self.keep_policy = policies[0] if len(policies) == 1 else KeepAny(tuple(policies))
+
+        if save_policy is not None:
+            conflicting = [opt for opt, value in (("save_interval_steps", save_interval_steps),
+                                                  ("save_interval_secs", save_interval_secs)) if value is not None]
+            if conflicting:
+                raise ValueError(f"`save_policy` replaces the interval options; drop {', '.join(conflicting)}")
+            if not callable(getattr(save_policy, "should_save", None)):
+                raise TypeError(f"`save_policy` must be a save policy (an object with a should_save() method), "
+                                f"not {save_policy!r}")
+            self.save_policy: SavePolicy | None = save_policy
+        else:
+            cadence: list[SavePolicy] = []
+            try:
+                if save_interval_steps is not None:
+                    cadence.append(SaveEveryNSteps(save_interval_steps))
+                if save_interval_secs is not None:
+                    cadence.append(SaveEveryNSeconds(save_interval_secs))
+            except ValueError as exc:
+                raise ValueError(str(exc).replace("`SaveEveryNSteps.n`", "`save_interval_steps`")
+                                 .replace("`SaveEveryNSeconds.secs`", "`save_interval_secs`")) from None
+            self.save_policy = None if not cadence else cadence[0] if len(cadence) == 1 else SaveAny(tuple(cadence))
+
+        self.directory = os.fspath(directory)
+        self.name = name
+        self.best_metric = best_metric
+        self.best_mode = best_mode
+        self.rng = rng
+        self.sync = sync
+        self.clock = clock
+        #: The tree returned by the last ``restore_or_initialize`` that restored something (None otherwise); the
+        #: only way to get restored immutable values such as JAX arrays.
+        self.restored: Any = None
+        self._closed = False
+        self._infos: dict[int, CheckpointInfo] = {}
+        self._preserved: set[int] = set()
+        self._foreign: set[tuple[str, int, int]] = set()  # {name}-{step} files known not to be ours
+        os.makedirs(self.directory, exist_ok=True)
+        self._step_re = re.compile(rf"^{re.escape(name)}-(\d+)\.(.+)$")
+        # TensorFlow 2 starts counting "every N hours" at construction time minus one second; a record that
+        # exists carries on from its stored value.
+        self._last_preserved = float(clock()) - 1.0
+        self._load_record()
+        self._sweep()
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def checkpoints(self) -> list[CheckpointInfo]:
+        """This manager's checkpoints, oldest (lowest step) first."""
+        return [self._infos[s] for s in sorted(self._infos)]
+
+    def all_steps(self) -> list[int]:
+        """The steps of this manager's checkpoints, ascending."""
+        return sorted(self._infos)
+
+    @property
+    def latest_step(self) -> int | None:
+        """The highest saved step, or None."""
+        return max(self._infos, default=None)
+
+    @property
+    def latest(self) -> str | None:
+        """The prefix of the newest checkpoint, or None."""
+        step = self.latest_step
+        return None if step is None else self._infos[step].prefix
+
+    @property
+    def best(self) -> str | None:
+        """The prefix of the best checkpoint by ``best_metric`` / ``best_mode`` (None without ``best_metric`` or
+        when no checkpoint has that metric). Works whether or not ``keep_best`` is set."""
+        if self.best_metric is None:
+            return None
+        infos = self.checkpoints
+        ranked = rank_best(infos, self.best_metric, self.best_mode)
+        return infos[ranked[0]].prefix if ranked else None
+
+    def should_save(self, step: int) -> bool:
+        """Whether ``save(step, ...)`` would write a checkpoint now (False if ``step`` is already saved)."""
+        return self._should_save(_check_step(step), float(self.clock()))
+
+    def _should_save(self, step: int, now: float) -> bool:
+        if step in self._infos:
+            return False
+        if self.save_policy is None:
+            return True
+        return bool(self.save_policy.should_save(step, self.checkpoints, context=SaveContext(now=now)))
+
+    def prefix_for(self, step: int) -> str:
+        """Where checkpoint ``step`` is (or would be) written."""
+        return os.path.join(self.directory, f"{self.name}-{_check_step(step)}")
+
+    # ------------------------------------------------------------------ saving
+
+    def save(self, step: int, state: Any, *, metrics: Mapping[str, float] | None = None,
+             metadata: Mapping[str, Any] | None = None, force: bool = False) -> str | None:
+        """Save ``state`` as checkpoint ``step`` if the save policy says so, then apply retention.
+
+        Args:
+            step: The training step (a non-negative int); the checkpoint is ``directory/{name}-{step}``.
+            state: Anything ``ckpt.save`` accepts (NumPy, torch modules and optimizers, JAX, TensorFlow, ...).
+            metrics: ``{name: float}`` stored with the checkpoint and in the record (for ``best``/``keep_best``).
+                NaN and infinities are allowed (NaN is never best).
+            metadata: JSON-serialisable data stored with the checkpoint (``Reader(prefix).metadata``).
+            force: Save even if the save policy says not yet, and replace an existing checkpoint of this step.
+
+        Returns:
+            The prefix written, or None when the save policy said not to save this step.
+
+        Raises:
+            CheckpointError: ``step`` is already saved, or another tool's checkpoint is at its prefix (pass
+                ``force=True`` to replace it); or the manager is closed.
+            InvalidStateError: the state cannot be saved (nothing was written).
+        """
+        step = _check_step(step)
+        metrics = _check_metrics(metrics)
+        self._check_open()
+        now = float(self.clock())
+        self._sweep()
+        prefix = self.prefix_for(step)
+        if step in self._infos and not force:
+            raise CheckpointError(f"step {step} is already saved at {prefix}; pass force=True to replace it",
+                                  path=prefix)
+        if step not in self._infos and os.path.lexists(index_filename(prefix)) and not force:
+            raise CheckpointError(f"{prefix} exists but was not written by this manager; pass force=True to "
+                                  f"replace it, or use another `name`", path=prefix)
+        if not force and not self._should_save(step, now):
+            return None
+        encoded = None if metrics is None else {k: _encode_metric(v) for k, v in metrics.items()}
+        try:
+            api.write_checkpoint(state, prefix, metadata=metadata, rng=self.rng, sync=self.sync,
+                                 extra_record={"manager": {"name": self.name, "step": step, "metrics": encoded,
+                                                           "time": now}})
+        except BaseException:
+            self._sweep_files()  # whatever a failing writer left behind
+            raise
+        infos = dict(self._infos)
+        infos[step] = CheckpointInfo(step, prefix, now, metrics)
+        preserved = self._preserved - {step}  # a replaced checkpoint is a new checkpoint
+        self._retain(infos, preserved, protect=step, now=now)
+        return prefix
+
+    def _retain(self, infos: dict[int, CheckpointInfo], preserved: set[int], *, protect: int, now: float) -> None:
+        """Decide what to keep, record everything, delete what was dropped, record the survivors.
+
+        Nothing in memory changes until the state file and the record are written, so a save that fails before
+        that leaves the manager as it was.
+        """
+        ordered = [infos[s] for s in sorted(infos)]
+        last_preserved = self._last_preserved
+        context = KeepContext(now=now, last_preserved=last_preserved, preserved=frozenset(preserved))
+        keep = _answer(self.keep_policy, self.keep_policy.keep(ordered, context=context), len(ordered))
+        preserve = _answer(self.keep_policy, preserved_by(self.keep_policy, ordered, context=context), len(ordered))
+        preserved = set(preserved)
+        for info, keep_forever in zip(ordered, preserve):
+            if keep_forever and info.step not in preserved:
+                preserved.add(info.step)
+                last_preserved = max(last_preserved, info.time)
+        doomed = [info.step for i, (info, kept) in enumerate(zip(ordered, keep))
+                  if not kept and info.step not in preserved and info.step != protect and i != len(ordered) - 1]
+        # Commit first: the new checkpoint becomes visible while the doomed ones are still listed, so a crash
+        # while deleting leaves nothing that no record mentions.
+        self._commit(infos, preserved, last_preserved)
+        if not doomed:
+            return
+        for step in doomed:
+            logger.info("ckpt.Manager: deleting %s (kept by no policy of %r)", infos[step].prefix, self.keep_policy)
+            if self._delete_files(step):
+                infos.pop(step)
+        if self.sync:
+            fsync_dir(self.directory)
+        self._commit(infos, preserved, last_preserved)
+
+    def _commit(self, infos: dict[int, CheckpointInfo], preserved: set[int], last_preserved: float) -> None:
+        """Write the state file, then the record, then adopt the new history in memory."""
+        ordered = [infos[s] for s in sorted(infos)]
+        preserved = {s for s in preserved if s in infos}
+        self._write_state(ordered, last_preserved)
+        self._write_record(ordered, preserved, last_preserved)
+        self._infos, self._preserved, self._last_preserved = dict(infos), preserved, last_preserved
+
+    def delete(self, step: int) -> None:
+        """Delete checkpoint ``step`` (even one preserved forever) and forget it.
+
+        Raises:
+            CheckpointNotFoundError: this manager has no checkpoint ``step``.
+        """
+        step = _check_step(step)
+        self._check_open()
+        if step not in self._infos:
+            raise CheckpointNotFoundError(f"{self.name} has no checkpoint at step {step} in {self.directory}; "
+                                          f"steps: {self.all_steps() or 'none'}", path=self.prefix_for(step),
+                                          available=[str(s) for s in self.all_steps()])
+        if not self._delete_files(step):
+            raise CheckpointError(f"could not delete {self.prefix_for(step)}.index", path=self.prefix_for(step))
+        if self.sync:
+            fsync_dir(self.directory)
+        infos = dict(self._infos)
+        del infos[step]
+        self._commit(infos, self._preserved, self._last_preserved)
+
+    def _delete_files(self, step: int) -> bool:
+        """Remove checkpoint ``step``: ``.index`` first (it stops existing), then ``.data-*``, then ``.meta``.
+
+        Returns False (and deletes nothing else) if the index could not be removed.
+        """
+        prefix = self.prefix_for(step)
+        try:
+            os.unlink(index_filename(prefix))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logger.warning("ckpt.Manager: could not delete %s: %s (will retry later)", index_filename(prefix), exc)
+            return False
+        base = os.path.basename(prefix)
+        for entry in self._listdir():
+            if entry.startswith(base + ".data-") or entry == base + ".meta":
+                try:
+                    os.unlink(os.path.join(self.directory, entry))
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:  # an orphan data file is swept by the next sweep
+                    logger.warning("ckpt.Manager: could not delete %s: %s", entry, exc)
+        return True
+
+    # ------------------------------------------------------------------ restoring
+
+    def restore(self, into: Any, step: int | None = None, *, map: api.NameMap | None = None,
+                strict: bool = True) -> Any:
+        """Restore checkpoint ``step`` (default: the newest) into ``into``, as ``ckpt.restore`` does.
+
+        Returns:
+            The restored tree (or a ``RestoreReport`` with ``strict=False``).
+
+        Raises:
+            CheckpointNotFoundError: no checkpoint yet, or none at ``step``.
+            StateMismatchError: (strict) names or shapes differ; nothing was modified.
+        """
+        if step is None:
+            prefix = self.latest
+            if prefix is None:
+                raise CheckpointNotFoundError(f"no checkpoint named {self.name}-<step> in {self.directory} yet",
+                                              path=self.directory)
+        else:
+            step = _check_step(step)
+            if step not in self._infos:
+                raise CheckpointNotFoundError(
+                    f"{self.name} has no checkpoint at step {step} in {self.directory}; steps: "
+                    f"{self.all_steps() or 'none'}", path=self.prefix_for(step),
+                    available=[str(s) for s in self.all_steps()])
+            prefix = self._infos[step].prefix
+        return api.restore(prefix, into, map=map, strict=strict, rng=self.rng)
+
+    def restore_or_initialize(self, into: Any, init_fn: Callable[[], Any] | None = None) -> int | None:
+        """Restore the newest checkpoint into ``into`` (in place) if there is one, else call ``init_fn()``.
+
+        The restored tree is also kept in ``self.restored`` (for immutable trees such as JAX arrays); it is None
+        when nothing was restored.
+
+        Returns:
+            The restored step, or None when there was no checkpoint.
+        """
+        self.restored = None
+        step = self.latest_step
+        if step is None:
+            if init_fn is not None:
+                init_fn()
+            return None
+        self.restored = self.restore(into, step)
+        return step
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def wait(self) -> None:
+        """Wait until pending saves are on disk. Saves are synchronous for now, so this returns at once."""
+
+    def close(self) -> None:
+        """Finish pending work; later ``save`` and ``delete`` calls raise. Restoring still works."""
+        self.wait()
+        self._closed = True
+
+    def __enter__(self) -> Manager:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"Manager({self.directory!r}, name={self.name!r}, steps={self.all_steps()}, "
+                f"keep={self.keep_policy!r}, save_policy={self.save_policy!r})")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise CheckpointError(f"this Manager of {self.directory} is closed", path=self.directory)
+
+    # ------------------------------------------------------------------ files
+
+    @property
+    def record_path(self) -> str:
+        return os.path.join(self.directory, f"{self.name}{RECORD_SUFFIX}")
+
+    def _listdir(self) -> list[str]:
+        try:
+            return os.listdir(self.directory)
+        except FileNotFoundError:
+            return []
+
+    def _sweep_files(self) -> None:
+        """Remove leftovers of interrupted saves: temporary files, and data files without their index."""
+        entries = self._listdir()
+        present = set(entries)
+        record_tmp = f"{self.name}{RECORD_SUFFIX}{TMP_MARKER}"
+        for entry in entries:
+            match = self._step_re.match(entry)
+            leftover = False
+            if match and TMP_MARKER in entry:
+                leftover = True
+            elif match and match.group(2).startswith("data-") \
+                    and f"{self.name}-{match.group(1)}.index" not in present:
+                leftover = True
+            elif entry.startswith(record_tmp):
+                leftover = True
+            if leftover:
+                try:
+                    os.unlink(os.path.join(self.directory, entry))
+                    logger.info("ckpt.Manager: removed %s, left over by an interrupted save", entry)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    logger.warning("ckpt.Manager: could not remove leftover %s: %s", entry, exc)
+
+    def _sweep(self) -> None:
+        """Sweep leftovers, forget checkpoints deleted by hand, adopt unrecorded checkpoints this manager wrote."""
+        self._sweep_files()
+        entries = set(self._listdir())
+        infos = dict(self._infos)
+        for step in list(infos):
+            if f"{self.name}-{step}.index" not in entries:
+                logger.warning("ckpt.Manager: %s.index disappeared; forgetting step %d", infos[step].prefix, step)
+                del infos[step]
+        for entry in entries:
+            match = self._step_re.match(entry)
+            if not match or match.group(2) != "index" or int(match.group(1)) in infos:
+                continue
+            info = self._adopt(entry, int(match.group(1)))
+            if info is not None:
+                logger.info("ckpt.Manager: adopting %s, written by this manager but not recorded", info.prefix)
+                infos[info.step] = info
+        if infos != self._infos:
+            self._commit(infos, self._preserved, self._last_preserved)
+
+    def _adopt(self, entry: str, step: int) -> CheckpointInfo | None:
+        """The record of a complete checkpoint that this manager wrote (per its own metadata), else None."""
+        path = os.path.join(self.directory, entry)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        key = (entry, st.st_mtime_ns, st.st_size)
+        if key in self._foreign:
+            return None
+        prefix = self.prefix_for(step)
+        try:
+            with Reader(prefix) as reader:
+                mine = reader.record.get("manager")
+            if not (isinstance(mine, dict) and mine.get("name") == self.name and mine.get("step") == step):
+                raise ValueError("not written by this manager")
+            info = CheckpointInfo(step, prefix, float(mine["time"]), _decode_metrics(mine.get("metrics")))
+        except (CheckpointError, OSError, ValueError, TypeError, KeyError):
+            self._foreign.add(key)
+            return None
+        return info
+
+    def _write_state(self, infos: list[CheckpointInfo], last_preserved: float) -> None:
+        """Point the TensorFlow ``checkpoint`` state file at this manager's checkpoints (relative, oldest first)."""
+        if not infos:
+            self._forget_in_state()
+            return
+        names = [os.path.basename(info.prefix) for info in infos]
+        state = CheckpointState(model_checkpoint_path=names[-1], all_model_checkpoint_paths=names,
+                                all_model_checkpoint_timestamps=[info.time for info in infos],
+                                last_preserved_timestamp=last_preserved)
+        write_state(self.directory, state, sync=self.sync)
+
+    def _forget_in_state(self) -> None:
+        """No checkpoint left: remove the state file if it points at one of ours (TensorFlow treats a state file
+        without ``model_checkpoint_path`` as an error), and leave any other state file alone."""
+        try:
+            state = read_state(self.directory)
+        except CheckpointError:
+            return
+        if state is None or not state.model_checkpoint_path:
+            return
+        newest = os.path.basename(state.model_checkpoint_path)
+        match = re.match(rf"^{re.escape(self.name)}-(\d+)$", newest)
+        if match and not os.path.exists(index_filename(resolve(self.directory, state.model_checkpoint_path))):
+            try:
+                os.unlink(os.path.join(self.directory, STATE_FILENAME))
+            except OSError:
+                pass
+
+    def _write_record(self, infos: list[CheckpointInfo], preserved: set[int], last_preserved: float) -> None:
+        """Atomically replace ``{name}.manager.json`` (temporary file, fsync, rename, fsync the directory)."""
+        record = {
+            "format": RECORD_FORMAT,
+            "name": self.name,
+            "last_preserved": last_preserved,
+            "checkpoints": [
+                {"step": info.step, "prefix": os.path.basename(info.prefix), "time": info.time,
+                 "metrics": None if info.metrics is None else {k: _encode_metric(float(v))
+                                                               for k, v in info.metrics.items()},
+                 "preserved": info.step in preserved}
+                for info in infos],
+        }
+        text = json.dumps(record, indent=1, allow_nan=False) + "\n"
+        path = self.record_path
+        tmp = f"{path}{TMP_MARKER}{secrets.token_hex(4)}"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                if self.sync:
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        if self.sync:
+            fsync_dir(self.directory)
+
+    def _load_record(self) -> None:
+        path = self.record_path
+        try:
+            with open(path, "rb") as f:
+                raw = f.read(_RECORD_MAX_BYTES + 1)
+        except FileNotFoundError:
+            return
+        how_to_fix = ("; delete it to rebuild the record from the checkpoints' own metadata (which checkpoints "
+                      "were preserved forever is then lost)")
+        if len(raw) > _RECORD_MAX_BYTES:
+            raise CorruptCheckpointError(f"{path}: too large to be a manager record{how_to_fix}", path=path)
+        try:
+            record = json.loads(raw.decode("utf-8"))
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+            version = record.get("format")
+            if isinstance(version, int) and version > RECORD_FORMAT:
+                raise UnsupportedError(f"{path}: manager record format {version} is newer than this ckpt "
+                                       f"understands ({RECORD_FORMAT}); upgrade ckpt", path=path)
+            if version != RECORD_FORMAT or record.get("name") != self.name:
+                raise ValueError(f"expected format {RECORD_FORMAT} and name {self.name!r}")
+            last = record.get("last_preserved")
+            if isinstance(last, bool) or not isinstance(last, (int, float)):
+                raise ValueError("last_preserved is not a number")
+            infos, preserved = {}, set()
+            for item in record["checkpoints"]:
+                step = item["step"]
+                if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+                    raise ValueError(f"bad step {step!r}")
+                if item.get("prefix") != f"{self.name}-{step}":
+                    # Deletion only ever targets {name}-{step}: a record naming other files is not trusted.
+                    raise ValueError(f"step {step} has prefix {item.get('prefix')!r}")
+                stamp = item["time"]
+                if isinstance(stamp, bool) or not isinstance(stamp, (int, float)):
+                    raise ValueError(f"step {step}: time is not a number")
+                infos[step] = CheckpointInfo(step, self.prefix_for(step), float(stamp),
+                                             _decode_metrics(item.get("metrics")))
+                if item.get("preserved") is True:
+                    preserved.add(step)
+        except UnsupportedError:
+            raise
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise CorruptCheckpointError(f"{path}: not a valid manager record ({exc}){how_to_fix}",
+                                         path=path) from None
+        self._infos = infos
+        self._preserved = preserved
+        self._last_preserved = float(last)
+
+
+def _answer(policy: Any, answer: Sequence[Any], expected: int) -> list[bool]:
+    answer = [bool(a) for a in answer]
+    if len(answer) != expected:
+        raise ValueError(f"{policy!r} answered for {len(answer)} checkpoints instead of {expected}")
+    return answer

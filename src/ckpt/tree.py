@@ -1,0 +1,391 @@
+"""State trees: turning nested containers of arrays and framework objects into named tensors, and back.
+
+One walk over the state does everything: it names every tensor (nesting joined with ``/``), describes the tree
+in a JSON *spec* (saved with the checkpoint so ``ckpt.load`` can rebuild it without the original objects), and,
+for restoring, records where each value must go. Containers are handled here; everything else is a *leaf*
+handled by a framework adapter (``ckpt.adapters``), imported only when such an object is met.
+
+Spec nodes (JSON)::
+
+    {"dict": [[key, node], ...]}      {"list": [node, ...]}      {"tuple": [node, ...]}
+    {"namedtuple": "Point", "fields": [...], "items": [node, ...]}
+    {"dataclass": "Config", "fields": [...], "items": [node, ...]}
+    {"leaf": name, "kind": "ndarray" | "npscalar" | "int" | "float" | "bool" | "complex" | "str" | "bytes" | ...}
+    {"alias": name, "kind": ...}      a tensor shared with an earlier leaf (stored once)
+    {"none": true}                    {"json": value}    small non-tensor data (scheduler state, ...)
+    {"object": type, "state": node}   a framework object (module, optimizer, ...) and what it holds
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import DTypeNotSupportedError
+from .format import dtypes as _dtypes
+
+__all__ = ["Leaf", "Group", "GroupPlan", "JsonValue", "Walk", "walk", "rebuild", "iter_spec_leaves", "find_spec"]
+
+
+@dataclass
+class Leaf:
+    """One tensor of the state.
+
+    Attributes:
+        name: Checkpoint name.
+        get: Returns the value as a NumPy array (zero-copy where the framework allows).
+        shape: Expected shape when restoring; None accepts any.
+        dtype: Expected NumPy dtype when restoring; None accepts any of the same kind (Python scalars).
+        assign: Writes a restored value (in place where possible) and returns the object the tree should hold.
+    """
+
+    name: str
+    get: Callable[[], np.ndarray]
+    shape: tuple[int, ...] | None
+    dtype: np.dtype | None
+    assign: Callable[[np.ndarray], Any]
+    result: Any = None
+
+
+@dataclass
+class Group:
+    """A part of the state whose tensors are only known from the checkpoint (optimizer state, schedulers).
+
+    ``save`` adds leaves and returns the spec node; ``plan`` is given the checkpoint's names (with shape and dtype)
+    and the saved spec node, and returns a :class:`GroupPlan`.
+    """
+
+    name: str
+    plan: Callable[[Mapping[str, tuple[tuple[int, ...], Any]], Any], GroupPlan]
+
+
+@dataclass
+class GroupPlan:
+    claimed: set[str] = field(default_factory=set)
+    missing: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
+    apply: Callable[[Callable[[str], np.ndarray]], Any] | None = None
+
+
+@dataclass
+class Walk:
+    """Everything one walk over a state tree found."""
+
+    spec: Any
+    leaves: dict[str, Leaf] = field(default_factory=dict)
+    groups: list[Group] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)  # name -> name of the leaf that stores the tensor
+    problems: list[str] = field(default_factory=list)
+    rebuild: Callable[[], Any] | None = None
+
+
+class Context:
+    """Shared state of one walk, passed to adapters."""
+
+    def __init__(self, *, restoring: bool) -> None:
+        self.restoring = restoring
+        self.leaves: dict[str, Leaf] = {}
+        self.groups: list[Group] = []
+        self.aliases: dict[str, str] = {}
+        self.problems: list[str] = []
+        self.param_names: dict[int, str] = {}  # id(parameter) -> its name, for naming optimizer slots
+        self.adapter_data: dict[str, Any] = {}  # adapter name -> its own scratch space (prescan findings)
+        self._storage: dict[Any, str] = {}
+
+    def add_leaf(self, leaf: Leaf, *, storage_key: Any = None, kind: str = "ndarray") -> dict:
+        """Register ``leaf``; a tensor sharing storage with an earlier one becomes an alias of it."""
+        if leaf.name in self.leaves or leaf.name in self.aliases:
+            self.problems.append(f"{leaf.name!r}: two values map to this name")
+            return {"leaf": leaf.name, "kind": kind}
+        if storage_key is not None:
+            first = self._storage.get(storage_key)
+            if first is not None:
+                # Stored once: restoring the first name restores the shared storage.
+                self.aliases[leaf.name] = first
+                return {"alias": first, "name": leaf.name, "kind": kind}
+            self._storage[storage_key] = leaf.name
+        self.leaves[leaf.name] = leaf
+        return {"leaf": leaf.name, "kind": kind}
+
+    def problem(self, message: str) -> dict:
+        self.problems.append(message)
+        return {"none": True}
+
+
+class JsonValue:
+    """Marks a small non-tensor value (a scheduler's ``last_epoch``, ...) to be kept in the spec as JSON."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def join(prefix: str, key: str) -> str:
+    return f"{prefix}/{key}" if prefix else key
+
+
+# -------------------------------------------------------------------------------------------- the walk
+
+
+_PY_SCALARS = {bool: "bool", int: "int", float: "float", complex: "complex", str: "str", bytes: "bytes"}
+_PY_DTYPES = {"bool": np.bool_, "int": np.int64, "float": np.float64, "complex": np.complex128}
+
+
+def _python_leaf(value: Any, name: str, ctx: Context) -> tuple[dict, Callable[[], Any]]:
+    kind = _PY_SCALARS[type(value)]
+    if kind in ("str", "bytes"):
+        array = np.asarray(value.encode("utf-8") if kind == "str" else value, dtype=object)
+    elif kind == "int" and not -(1 << 63) <= value < (1 << 63):
+        return ctx.problem(f"{name!r}: integer {value} does not fit in int64"), lambda: value
+    else:
+        array = np.asarray(value, dtype=_PY_DTYPES[kind])
+    leaf = Leaf(name, lambda: array, (), None, lambda a: _to_python(a, kind), value)
+    leaf.kind = kind
+    return ctx.add_leaf(leaf, kind=kind), lambda: leaf.result
+
+
+def _to_python(array: np.ndarray, kind: str) -> Any:
+    value = np.asarray(array).reshape(()).item()
+    if kind == "str":
+        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    if kind == "bytes":
+        return bytes(value)
+    return {"bool": bool, "int": int, "float": float, "complex": complex}[kind](value)
+
+
+def _numpy_leaf(value: Any, name: str, ctx: Context) -> tuple[dict, Callable[[], Any]]:
+    is_scalar = isinstance(value, np.generic)
+    array = np.asarray(value)
+    try:
+        _dtypes.from_numpy(array.dtype)
+    except DTypeNotSupportedError as exc:
+        return ctx.problem(f"{name!r}: {exc}"), lambda: value
+    if array.dtype == object and any(not isinstance(v, (str, bytes)) for v in array.reshape(-1).tolist()):
+        return ctx.problem(f"{name!r}: object arrays may only hold str or bytes"), lambda: value
+    dtype = np.dtype(object) if array.dtype.kind in "OSU" else array.dtype.newbyteorder("=")
+
+    def assign(src: np.ndarray) -> Any:
+        if is_scalar:
+            return np.asarray(src, dtype=array.dtype).reshape(())[()]
+        if array.flags.writeable and array.dtype.kind not in "SU":
+            np.copyto(array, src, casting="unsafe")
+            return array
+        return np.array(src, dtype=array.dtype)
+
+    leaf = Leaf(name, lambda: array, array.shape, dtype, assign, value)
+    key = None
+    if not is_scalar and array.size and array.dtype != object:
+        key = ("numpy", array.__array_interface__["data"][0], array.shape, array.strides, array.dtype.str)
+    node = ctx.add_leaf(leaf, storage_key=key, kind="npscalar" if is_scalar else "ndarray")
+    if "alias" in node:
+        return node, lambda: ctx.leaves[node["alias"]].result
+    return node, lambda: leaf.result
+
+
+def _walk(obj: Any, name: str, ctx: Context) -> tuple[Any, Callable[[], Any]]:
+    """Return ``(spec node, rebuild)``; ``rebuild()`` gives the restored object after assignment."""
+    if obj is None:
+        return {"none": True}, lambda: None
+    if isinstance(obj, JsonValue):
+        return {"json": obj.value}, lambda: obj.value
+    if type(obj) in _PY_SCALARS:
+        return _python_leaf(obj, name, ctx)
+    if isinstance(obj, (np.ndarray, np.generic)):
+        return _numpy_leaf(obj, name, ctx)
+    if isinstance(obj, Mapping) and not _framework_of(obj):
+        items = []
+        rebuilders = []
+        for key, child in obj.items():
+            if isinstance(key, bool) or not isinstance(key, (str, int)):
+                ctx.problems.append(f"{name or '<root>'}: key {key!r} is a {type(key).__name__}; use str keys")
+                continue
+            skey = str(key)
+            if not skey:
+                ctx.problems.append(f"{name or '<root>'}: empty key")
+                continue
+            node, rb = _walk(child, join(name, skey), ctx)
+            items.append([skey, node])
+            rebuilders.append((key, rb))
+        cls = type(obj)
+
+        def rebuild_mapping() -> Any:
+            pairs = [(k, rb()) for k, rb in rebuilders]
+            if cls is dict or not isinstance(obj, dict):
+                return dict(pairs)
+            try:
+                out = cls.__new__(cls)
+                dict.__init__(out, pairs)
+                out.__dict__.update(getattr(obj, "__dict__", {}))
+                return out
+            except Exception:  # an exotic dict subclass: fall back to a plain dict
+                return dict(pairs)
+
+        return {"dict": items}, rebuild_mapping
+    if isinstance(obj, tuple) and hasattr(type(obj), "_fields"):
+        nodes, rbs = _walk_sequence(list(obj), name, ctx, keys=list(obj._fields))
+        cls = type(obj)
+        return ({"namedtuple": cls.__name__, "fields": list(obj._fields), "items": nodes},
+                lambda: cls(*[rb() for rb in rbs]))
+    if isinstance(obj, (list, tuple)):
+        nodes, rbs = _walk_sequence(list(obj), name, ctx)
+        kind = "list" if isinstance(obj, list) else "tuple"
+        return {kind: nodes}, (lambda: [rb() for rb in rbs]) if kind == "list" else (lambda: tuple(rb() for rb in rbs))
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        fields_ = [f.name for f in dataclasses.fields(obj)]
+        nodes, rbs = _walk_sequence([getattr(obj, f) for f in fields_], name, ctx, keys=fields_)
+
+        def rebuild_dataclass() -> Any:
+            values = [rb() for rb in rbs]
+            try:
+                return dataclasses.replace(obj, **dict(zip(fields_, values)))
+            except (TypeError, ValueError):  # init=False fields: set them directly on a copy
+                import copy
+
+                out = copy.copy(obj)
+                for f, v in zip(fields_, values):
+                    object.__setattr__(out, f, v)
+                return out
+
+        return {"dataclass": type(obj).__name__, "fields": fields_, "items": nodes}, rebuild_dataclass
+    framework = _framework_of(obj)
+    if framework:
+        from .adapters import get_adapter
+
+        adapter = get_adapter(framework)
+        handled = adapter.walk(obj, name, ctx)
+        if handled is not None:
+            return handled
+    return (ctx.problem(f"{name or '<root>'!r}: cannot save a {type(obj).__module__}.{type(obj).__qualname__}"),
+            lambda: obj)
+
+
+def _walk_sequence(items: list, name: str, ctx: Context, keys: list[str] | None = None):
+    nodes, rbs = [], []
+    for i, child in enumerate(items):
+        node, rb = _walk(child, join(name, keys[i] if keys else str(i)), ctx)
+        nodes.append(node)
+        rbs.append(rb)
+    return nodes, rbs
+
+
+def _framework_of(obj: Any) -> str | None:
+    """Which framework adapter handles ``obj``, judged from its class hierarchy's modules (no imports)."""
+    from .adapters import framework_of
+
+    return framework_of(type(obj))
+
+
+def walk(state: Any, *, restoring: bool = False) -> Walk:
+    """Walk ``state`` once; see the module docstring."""
+    ctx = Context(restoring=restoring)
+    from .adapters import prescan
+
+    prescan(state, ctx)
+    spec, rebuild_fn = _walk(state, "", ctx)
+    return Walk(spec, ctx.leaves, ctx.groups, ctx.aliases, ctx.problems, rebuild_fn)
+
+
+# -------------------------------------------------------------------------------------------- without objects
+
+
+def rebuild(spec: Any, read: Callable[[str], np.ndarray]) -> Any:
+    """Rebuild a tree from its saved spec alone (``ckpt.load``): plain containers and NumPy arrays.
+
+    Namedtuples and dataclasses come back as look-alike classes made on the fly (same name and fields; nothing
+    is imported from the checkpoint). Framework objects come back as what they hold (a module as its nested
+    parameters).
+    """
+    cache: dict[str, Any] = {}
+
+    def value(name: str, kind: str) -> Any:
+        if name not in cache:
+            cache[name] = read(name)
+        array = cache[name]
+        if kind in _PY_SCALARS.values():
+            return _to_python(array, kind)
+        if kind == "npscalar":
+            return array.reshape(())[()]
+        return array
+
+    def go(node: Any) -> Any:
+        if not isinstance(node, dict):
+            raise ValueError(f"malformed spec node {node!r}")
+        if "dict" in node:
+            return {k: go(v) for k, v in node["dict"]}
+        if "list" in node:
+            return [go(v) for v in node["list"]]
+        if "tuple" in node:
+            return tuple(go(v) for v in node["tuple"])
+        if "namedtuple" in node:
+            cls = collections.namedtuple(_identifier(node["namedtuple"]), node["fields"], rename=True)
+            return cls(*[go(v) for v in node["items"]])
+        if "dataclass" in node:
+            cls = dataclasses.make_dataclass(_identifier(node["dataclass"]),
+                                             [_identifier(f) for f in node["fields"]])
+            return cls(*[go(v) for v in node["items"]])
+        if "leaf" in node:
+            return value(node["leaf"], node.get("kind", "ndarray"))
+        if "alias" in node:
+            return value(node["alias"], node.get("kind", "ndarray"))
+        if "none" in node:
+            return None
+        if "json" in node:
+            return node["json"]
+        if "object" in node:
+            return go(node["state"])
+        raise ValueError(f"unknown spec node {sorted(node)}")
+
+    return go(spec)
+
+
+def _identifier(text: str) -> str:
+    out = "".join(c if c.isalnum() or c == "_" else "_" for c in str(text)) or "_"
+    return out if not out[0].isdigit() else f"_{out}"
+
+
+def iter_spec_leaves(spec: Any) -> Iterator[tuple[str, dict]]:
+    """Every ``(name, node)`` of leaves and aliases in a spec."""
+    stack = [spec]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "leaf" in node:
+                yield node["leaf"], node
+            elif "alias" in node:
+                yield node.get("name", node["alias"]), node
+            for key in ("list", "tuple", "items"):
+                if isinstance(node.get(key), list):
+                    stack.extend(node[key])
+            if isinstance(node.get("dict"), list):
+                stack.extend(v for _, v in node["dict"])
+            if "state" in node:
+                stack.append(node["state"])
+
+
+def find_spec(spec: Any, name: str) -> Any:
+    """The spec node saved for the object named ``name`` (``"optimizer"``, ``"train/sched"``), or None."""
+    node = spec
+    if not name:
+        return node
+    for part in name.split("/"):
+        if not isinstance(node, dict):
+            return None
+        while "object" in node:
+            node = node["state"]
+        if "dict" in node:
+            node = dict((k, v) for k, v in node["dict"]).get(part)
+        elif "list" in node or "tuple" in node:
+            seq = node.get("list", node.get("tuple"))
+            node = seq[int(part)] if part.isdigit() and int(part) < len(seq) else None
+        elif "items" in node:
+            fields_ = node.get("fields", [])
+            node = node["items"][fields_.index(part)] if part in fields_ else None
+        else:
+            return None
+    return node
