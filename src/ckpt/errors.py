@@ -21,6 +21,7 @@ __all__ = [
     "DTypeNotSupportedError",
     "InvalidStateError",
     "StateMismatchError",
+    "OperationNotFoundError",
 ]
 
 
@@ -106,3 +107,16 @@ class StateMismatchError(CheckpointError, ValueError):
         self.missing = list(missing or [])
         self.unexpected = list(unexpected or [])
         self.mismatched = list(mismatched or [])
+
+
+class OperationNotFoundError(CheckpointError, KeyError):
+    """A graph has no operation (or tensor) of the name asked for.
+
+    Attributes:
+        available: The closest names that do exist.
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None, key: str | None = None,
+                 available: list[str] | None = None) -> None:
+        super().__init__(message, path=path, key=key)
+        self.available = list(available or [])

@@ -124,13 +124,18 @@ class Manager:
     * ``keep_every_n_hours=H`` → ``KeepEveryNHours(H)``: TensorFlow 2's rule. Going through the checkpoints oldest
       first, one is *preserved forever* if its time is at least ``H`` hours after the last preserved one (at
       first: after the time this directory's history began, minus one second). Preserved checkpoints are written
-      in the record and never deleted by retention, even by a later manager with other options. With
-      ``max_to_keep`` alone this leaves exactly the checkpoints TensorFlow's ``CheckpointManager`` leaves.
+      in the record and never deleted by retention, even by a later manager with other options (``delete(step)``
+      still deletes them). The decision is made when a checkpoint is saved, independently of the other policies;
+      with ``max_to_keep`` alone this leaves exactly the checkpoints TensorFlow's ``CheckpointManager`` leaves.
     * ``keep_every_n_steps=K`` → ``KeepEveryNSteps(K)``: checkpoints whose ``step % K == 0``.
     * ``keep_best=k`` (with ``best_metric`` and ``best_mode``) → ``KeepBest(best_metric, best_mode, k)``: the k
       best by ``metrics[best_metric]``; checkpoints without that metric (or with NaN) are not candidates, and on a
       tie the newer checkpoint wins.
     * The newest checkpoint is never deleted, nor is the one a save just wrote.
+
+    Checkpoints are ordered by step: "newest" and ``latest`` mean the highest step (saving a lower step, e.g.
+    after restoring an older checkpoint, is allowed; that checkpoint survives its own save and is then judged
+    like the others).
 
     ``keep=`` takes any keep policy instead (it replaces ``max_to_keep`` and cannot be combined with
     ``keep_every_n_hours``, ``keep_every_n_steps`` or ``keep_best``), e.g.
@@ -142,8 +147,11 @@ class Manager:
     policy instead. ``save(..., force=True)`` saves regardless.
 
     **Safety.** Retention acts only on checkpoints in this manager's record (same directory and ``name``); files
-    of other tools or of managers with other names in the same directory are never deleted. Deletion happens only
-    after the new checkpoint, the state file and the record are committed.
+    of other tools or of managers with other names in the same directory are never deleted, and a checkpoint
+    another tool wrote at ``{name}-{step}`` is never overwritten without ``force=True``. Deletion happens only
+    after the new checkpoint, the state file and the record are committed. The ``checkpoint`` state file lists
+    every kept checkpoint of the manager that saved last (preserved ones included, unlike TensorFlow, whose list
+    drops them).
 
     **Concurrency.** Not thread-safe: use one Manager per directory from one thread. Not multi-process-safe for
     writers: only one process may save into a directory under a given ``name`` at a time (there is no locking

@@ -37,6 +37,10 @@ from ..tree import Context, Leaf
 __all__ = ["walk", "array_leaf"]
 
 
+# Values being traced inside jax.jit / grad / vmap (looked up defensively: jax.core's exports keep changing).
+_TRACER = getattr(getattr(jax, "core", None), "Tracer", ())
+
+
 def walk(obj: Any, name: str, ctx: Context):
     if isinstance(obj, jax.ShapeDtypeStruct):
         return _abstract(obj, name, ctx)
@@ -62,7 +66,7 @@ def _stored_dtype(dtype: Any, name: str, ctx: Context) -> np.dtype | None:
 
 def array_leaf(x: jax.Array, name: str, ctx: Context):
     """Register one concrete ``jax.Array``. Returns ``(spec node, rebuild)``."""
-    if isinstance(x, jax.core.Tracer):
+    if isinstance(x, _TRACER):
         return (ctx.problem(f"{name!r}: a traced JAX value (inside jax.jit, grad or vmap) has no values; save "
                             "concrete arrays, outside the transformation"), lambda: x)
     if not ctx.restoring:  # a restore only needs the target's shape, dtype and placement
@@ -76,10 +80,10 @@ def array_leaf(x: jax.Array, name: str, ctx: Context):
     impl = str(jax.random.key_impl(x)) if _is_key(x.dtype) else None
     sharding = x.sharding
     committed = getattr(x, "_committed", True)  # an uncommitted array follows the default device; keep it so
-    if impl is not None:
-        get = lambda: np.asarray(jax.random.key_data(x))  # noqa: E731
-    else:
-        get = lambda: np.asarray(x)  # noqa: E731
+
+    def get() -> np.ndarray:
+        return np.asarray(jax.random.key_data(x) if impl is not None else x)
+
     return _register(x, name, ctx, get=get, shape=tuple(x.shape), dtype=x.dtype, impl=impl,
                      sharding=sharding if committed else None, weak_type=bool(getattr(x, "weak_type", False)))
 

@@ -14,13 +14,14 @@ The top-level object's own name is left out, and the state tree's key is used in
 * Keras models and layers: a layer's own variables come first, under their short name (``kernel``, ``bias``,
   ``moving_mean``, ``seed_generator_state``), then its sublayers in tracking order (``model.layers`` order). Each
   sublayer is named after its class in snake case, with ``_<k>`` added for the k-th repeat of that class among
-  its siblings: ``<name>/conv2d/kernel``, ``<name>/dense/kernel``, ``<name>/dense_1/kernel``. This is Keras'
-  own rule for its ``.weights.h5`` files, and for a model built first in a fresh process these names are Keras'
-  default layer names. A layer given an explicit name (``Dense(10, name="logits")``, i.e. one that does not look
-  like ``<class>`` or ``<class>_<n>``) is saved under that name. So Sequential and functional models with the
-  same layers get the same names, and adding weightless layers (``Flatten``, ``Dropout``) of other classes
-  changes no name. Non-trainable weights (BatchNormalization statistics) and the state of ``SeedGenerator``\\ s
-  (``Dropout``) are saved. Metric variables are not, since they belong to ``compile``.
+  its siblings: ``<name>/conv2d/kernel``, ``<name>/dense/kernel``, ``<name>/dense_1/kernel``. Keras uses the
+  same rule for the layer lists in its ``.weights.h5`` files, and for a model built first in a fresh process
+  these names are Keras' default layer names. Unlike Keras, ckpt keeps a name the user chose: a layer whose
+  name does not look like ``<class>`` or ``<class>_<n>`` (``Dense(10, name="logits")``) is saved under that
+  name. So Sequential and functional models with the same layers get the same names, and adding weightless
+  layers of other classes (``Flatten``, ``Dropout``) changes no name. Non-trainable weights (BatchNormalization
+  statistics) and the state of ``SeedGenerator``\\ s (``Dropout``) are saved. Metric variables are not, since
+  they belong to ``compile``.
 * Keras optimizers: ``<name>/iteration``, ``<name>/learning_rate`` and one entry per slot, named after its
   parameter: ``<name>/<parameter name>/<slot>``, for example ``optimizer/model/dense/kernel/momentum``. This
   needs the model to be in the same state tree (``{"model": m, "optimizer": opt}``). Otherwise the slots are
@@ -151,7 +152,10 @@ def _make_leaf(var: Any, name: str) -> tuple[Leaf | None, str | None]:
         return np.asarray(source.numpy() if hasattr(source, "numpy") else source)
 
     def assign(array: np.ndarray) -> Any:
-        var.assign(tf.convert_to_tensor(np.asarray(array), dtype=tf.as_dtype(var.dtype)))
+        if isinstance(var, tf.Variable):
+            var.assign(tf.convert_to_tensor(np.asarray(array), dtype=var.dtype))
+        else:  # a Keras variable converts with its own backend (TensorFlow, JAX or torch)
+            var.assign(np.asarray(array))
         return var
 
     # A variable of unknown shape (tf.Variable(..., shape=tf.TensorShape(None))) accepts any saved shape.
@@ -332,7 +336,9 @@ def _optimizer_members(opt: Any, ctx: Context) -> tuple[list[str], list[tuple[li
     out = []
     for var in opt.variables:
         vname = str(var.name)
-        prefix = max((p for p in by_prefix if vname.startswith(p) and len(vname) > len(p)), key=len, default=None)
+        # The longest parameter prefix: try each "_" from the right (prefixes end in "_", a slot name follows).
+        cuts = (i + 1 for i in range(len(vname) - 2, -1, -1) if vname[i] == "_")
+        prefix = next((vname[:cut] for cut in cuts if vname[:cut] in by_prefix), None)
         parts = [vname]
         if prefix is not None:
             slot = vname[len(prefix):]
@@ -386,7 +392,10 @@ def _plan_unbuilt(opt: Any, name: str, ctx: Context, available, saved) -> GroupP
         else:
             plan.claimed.add(full)
             problem = _check_leaf(leaf, *available[full])
-            (plan.mismatched.append(problem) if problem else ready.append(leaf))
+            if problem:
+                plan.mismatched.append(problem)
+            else:
+                ready.append(leaf)
 
     def apply(read) -> None:
         for leaf in ready:

@@ -1,0 +1,296 @@
+"""Checkpoint file formats behind one small interface: detection, a registry, sources (readers) and writers.
+
+Every format module (``bundle``, ``safetensors``, ``torch``, ``numpy``, ``keras``) offers the same verbs:
+
+* ``open(path, *, names="raw") -> Source``: a lazy reader with ``keys()``, ``shapes()``, ``dtypes()``,
+  ``get(name) -> np.ndarray``, ``info(name) -> TensorInfo``, ``metadata``, ``path``, ``format`` and
+  ``close()``; it is a context manager;
+* ``write(path, tensors, *, metadata=None, shard_size=None) -> list[Path]`` (not for ``keras``): ``tensors`` is an
+  iterable of ``(name, array)`` consumed one at a time, so peak memory stays near the largest tensor;
+* ``check(name, dtype) -> str | None``: why the format cannot store that tensor (None when it can), so that a
+  conversion can list every problem before writing a byte.
+
+The format of a file is detected from its content (:func:`detect`), never only from its name. A module is imported
+on first use; ``torch`` is imported only for PyTorch files and ``h5py`` only for Keras files.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import os
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ..errors import CheckpointNotFoundError, UnsupportedError
+
+__all__ = ["FORMATS", "TensorInfo", "Source", "detect", "open", "get", "destination_format", "canonical"]
+
+#: Format name -> module under ``ckpt.formats``.
+FORMATS = {"tensorflow": "bundle", "safetensors": "safetensors", "torch": "torch", "numpy": "numpy",
+           "keras": "keras"}
+_ALIASES = {"tf": "tensorflow", "bundle": "tensorflow", "checkpoint": "tensorflow", "pytorch": "torch",
+            "pt": "torch", "npz": "numpy", "np": "numpy", "h5": "keras", "hdf5": "keras", "st": "safetensors"}
+_EXTRAS = {"torch": "pip install 'ckpt[torch]'", "keras": "pip install h5py"}
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+ZIP_MAGIC = b"PK\x03\x04"
+TABLE_MAGIC = struct.pack("<Q", 0xDB4775248B80FB57)  # the last 8 bytes of an SSTable (.index) file
+# A torch.save file of the legacy (non-zip) format starts with a pickled magic number.
+TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """What a source says about one tensor without reading it.
+
+    Attributes:
+        name: The tensor's name in this source (clean or raw, as the source was opened).
+        dtype: ckpt's dtype name (``float32``, ``bfloat16``, ``string``, TensorFlow's ``qint8`` ...).
+        shape: Its shape.
+        nbytes: Bytes of its value in memory (payload bytes for strings).
+        shard: The file (or TensorFlow shard number) that holds it, when the format has several.
+        offset: Byte offset of its data in that file, when the format stores it raw.
+        partitioned: A TensorFlow partitioned variable (stored in slices).
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    shard: int | str | None = None
+    offset: int | None = None
+    partitioned: bool = False
+
+    @property
+    def num_elements(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+class Source:
+    """Base class of the readers: lazy, read-only access to one checkpoint's tensors.
+
+    Subclasses set ``path``, ``format`` and ``metadata`` and implement ``keys``, ``info`` and ``get``; the rest is
+    derived. Not thread-safe unless a subclass says so.
+    """
+
+    path: Path
+    format: str = ""
+    metadata: dict[str, Any]
+
+    def keys(self) -> list[str]:
+        raise NotImplementedError
+
+    def info(self, name: str) -> TensorInfo:
+        raise NotImplementedError
+
+    def get(self, name: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: self.info(name).shape for name in self.keys()}
+
+    def dtypes(self) -> dict[str, np.dtype | str]:
+        out = {}
+        for name in self.keys():
+            dtype = self.info(name).dtype
+            out[name] = dtype if dtype == "string" else _np_dtype(dtype)
+        return out
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in set(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def __iter__(self):
+        return iter(self.keys())
+
+    def items(self):
+        for name in self.keys():
+            yield name, self.get(name)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.format} {str(self.path)!r}>"
+
+
+def _np_dtype(name: str) -> np.dtype | str:
+    import ml_dtypes
+
+    try:
+        return np.dtype(getattr(ml_dtypes, name)) if hasattr(ml_dtypes, name) else np.dtype(name)
+    except TypeError:
+        return name
+
+
+def dtype_name(dtype: np.dtype) -> str:
+    """ckpt's name for a NumPy dtype (``string`` for object/bytes/str arrays)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "OSU":
+        return "string"
+    return dtype.name
+
+
+def canonical(fmt: str) -> str:
+    """``"pt"`` -> ``"torch"`` ...; raises for an unknown format name."""
+    name = _ALIASES.get(fmt.lower(), fmt.lower())
+    if name not in FORMATS:
+        raise UnsupportedError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+    return name
+
+
+def get(fmt: str) -> ModuleType:
+    """The module of format ``fmt`` (imported on first use)."""
+    name = canonical(fmt)
+    try:
+        return importlib.import_module(f"{__name__}.{FORMATS[name]}")
+    except ImportError as exc:
+        hint = _EXTRAS.get(name, "")
+        raise UnsupportedError(f"reading {name} files needs a package that is not installed ({exc})"
+                               + (f"; {hint}" if hint else "")) from None
+
+
+def open(path: str | os.PathLike, *, format: str | None = None, names: str = "raw") -> Source:  # noqa: A001
+    """Open a checkpoint of any supported format for reading (detected from the content when ``format`` is None)."""
+    fmt = canonical(format) if format else detect(path)
+    return get(fmt).open(path, names=names)
+
+
+def _zip_kind(path: str) -> str | None:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names) and \
+            any(n == "version" or n.endswith("/version") or n.endswith("/.data/version") for n in names):
+        return "torch"
+    if names and all(n.endswith(".npy") for n in names):
+        return "numpy"
+    if not names:
+        return "numpy"  # np.savez of nothing
+    return None
+
+
+def _sniff(path: str) -> str | None:
+    """The format of one file from its first and last bytes, or None."""
+    try:
+        with builtins.open(path, "rb") as f:
+            head = f.read(16)
+            size = os.fstat(f.fileno()).st_size
+            tail = b""
+            if size >= 48:
+                f.seek(size - 8)
+                tail = f.read(8)
+    except OSError:
+        return None
+    if head.startswith(HDF5_MAGIC):
+        return "keras"
+    if head.startswith(ZIP_MAGIC) or head.startswith(b"PK\x05\x06"):
+        return _zip_kind(path)
+    if head.startswith(TORCH_LEGACY_MAGIC):
+        return "torch"
+    if len(head) >= 9:
+        (n,) = struct.unpack("<Q", head[:8])
+        if head[8:9] == b"{" and 2 <= n <= size - 8:
+            return "safetensors"
+    if tail == TABLE_MAGIC:
+        return "tensorflow"
+    if head[:1] == b"\x80" and 2 <= head[1:2][0] <= 5:
+        return "torch"  # some other pickle: only torch.load(weights_only=True) may look at it, and will refuse
+    return None
+
+
+_BY_SUFFIX = {".safetensors": "safetensors", ".pt": "torch", ".pth": "torch", ".bin": "torch", ".ckpt": None,
+              ".npz": "numpy", ".h5": "keras", ".hdf5": "keras", ".keras": None, ".index": "tensorflow"}
+
+
+def detect(path: str | os.PathLike) -> str:
+    """The format of the checkpoint at ``path``, from its content.
+
+    * a file: safetensors (8-byte little-endian header length, then ``{``), a zip that holds ``*/data.pkl`` and a
+      ``version`` record (PyTorch) or only ``.npy`` members (NumPy ``.npz``), HDF5 (Keras ``.weights.h5``), an
+      SSTable (a TensorFlow ``.index``), a pickle (PyTorch's legacy format); a ``*.safetensors.index.json`` is a
+      sharded safetensors checkpoint; a ``.data-*`` file belongs to a TensorFlow bundle;
+    * a path that is not a file: a TensorFlow prefix (``model.ckpt-30``);
+    * a directory: TensorFlow when it holds a ``checkpoint`` state file or ``*.index`` files, else safetensors when
+      it holds one ``*.safetensors.index.json`` or one ``*.safetensors`` file.
+
+    Raises:
+        CheckpointNotFoundError: nothing at ``path``.
+        UnsupportedError: a file whose content matches no supported format.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        try:
+            entries = os.listdir(path)
+        except OSError:
+            entries = []
+        if "checkpoint" in entries or any(e.endswith(".index") for e in entries):
+            return "tensorflow"
+        if len([e for e in entries if e.endswith(".safetensors.index.json")]) == 1 or \
+                len([e for e in entries if e.endswith(".safetensors")]) == 1:
+            return "safetensors"
+        return "tensorflow"  # the bundle reader explains what it looked for
+    if not os.path.isfile(path):
+        if os.path.isfile(path + ".index"):
+            return "tensorflow"
+        if os.path.exists(path):
+            raise UnsupportedError(f"{path} is not a regular file", path=path)
+        return "tensorflow"  # a prefix that does not exist: the bundle reader lists what is there instead
+    if path.endswith(".index.json"):
+        return "safetensors"
+    base = os.path.basename(path)
+    if ".data-" in base and base.rpartition(".data-")[2][5:9] == "-of-":
+        return "tensorflow"
+    found = _sniff(path)
+    if found is not None:
+        return found
+    suffix = os.path.splitext(path)[1].lower()
+    raise UnsupportedError(
+        f"{path}: the content matches no supported checkpoint format (safetensors, PyTorch zip, NumPy .npz, "
+        f"HDF5/Keras, TensorFlow .index)" + (f"; despite its {suffix} suffix the file is not one" if suffix in
+                                             _BY_SUFFIX and _BY_SUFFIX[suffix] else ""), path=path)
+
+
+def destination_format(path: str | os.PathLike, format: str | None = None) -> str:
+    """The format to write at ``path``: ``format`` if given, else from the suffix (``.safetensors``,
+    ``.pt``/``.bin``/``.pth``, ``.npz``), else a TensorFlow bundle prefix."""
+    if format:
+        return canonical(format)
+    name = os.fspath(path).lower()
+    if name.endswith(".safetensors") or name.endswith(".safetensors.index.json"):
+        return "safetensors"
+    for suffix in (".pt", ".bin", ".pth"):
+        if name.endswith(suffix):
+            return "torch"
+    if name.endswith(".npz"):
+        return "numpy"
+    if name.endswith(".h5") or name.endswith(".hdf5"):
+        return "keras"
+    return "tensorflow"
+
+
+def not_found(path: str) -> CheckpointNotFoundError:
+    directory = os.path.dirname(path) or "."
+    listing = sorted(os.listdir(directory))[:20] if os.path.isdir(directory) else []
+    return CheckpointNotFoundError(f"no file at {path}" + (f"; {directory} holds: {', '.join(listing)}" if listing
+                                                            else ""), path=path, tried=[path], available=listing)

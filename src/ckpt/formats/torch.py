@@ -1,0 +1,233 @@
+"""PyTorch state-dict files (``.pt``, ``.bin``, ``.pth``): read only through ``torch.load(weights_only=True)``.
+
+PyTorch files are pickles. ckpt never unpickles anything itself: reading goes through
+``torch.load(path, weights_only=True, mmap=True, map_location="cpu")``, PyTorch's restricted unpickler, which only
+rebuilds tensors and plain containers and refuses any other global, so a file crafted to run code on load is
+refused (:class:`~ckpt.errors.UnsupportedError` naming the file and the reason) before it can do anything. With
+``mmap=True`` the tensor data stays in the file and is paged in when read.
+
+Nested containers are flattened with ``/`` (``{"model": {"fc.weight": t}}`` gives ``model/fc.weight``); Python
+numbers become 0-d arrays; other values (strings, ``None``) are not tensors and are listed in ``skipped``.
+
+Writing is ``torch.save`` of a plain ``{name: tensor}`` dict, which ``torch.load(weights_only=True)`` accepts.
+``torch.save`` needs every tensor at once, so arrays that are not already backed by a file (for instance freshly
+cast ones) are first spilled to a temporary file in the destination directory and handed to PyTorch as
+memory-mapped tensors: anonymous memory stays near one tensor even though the whole state dict is alive.
+
+Importing this module imports torch.
+"""
+
+from __future__ import annotations
+
+import builtins
+import mmap
+import os
+import pickle
+import secrets
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..adapters.torch import from_numpy, numpy_dtype, to_numpy
+from ..errors import CheckpointNotFoundError, CorruptCheckpointError, DTypeNotSupportedError, UnsupportedError
+from . import Source, TensorInfo, dtype_name
+
+__all__ = ["open", "write", "check", "TorchSource"]
+
+_WRITABLE = {"bool", "uint8", "int8", "int16", "int32", "int64", "uint16", "uint32", "uint64", "float16",
+             "float32", "float64", "bfloat16", "complex64", "complex128", "float8_e4m3fn", "float8_e5m2",
+             "float8_e4m3fnuz", "float8_e5m2fnuz"}
+
+
+def check(name: str, dtype: str) -> str | None:
+    """Why a tensor of ckpt dtype name ``dtype`` cannot be stored in a PyTorch file, or None."""
+    del name
+    return None if dtype in _WRITABLE else f"PyTorch has no {dtype} tensors"
+
+
+def _flatten(obj: Any, prefix: str, out: dict[str, torch.Tensor | np.ndarray], skipped: list[str]) -> None:
+    if isinstance(obj, torch.Tensor):
+        out[prefix or "tensor"] = obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            _flatten(value, f"{prefix}/{key}" if prefix else str(key), out, skipped)
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            _flatten(value, f"{prefix}/{i}" if prefix else str(i), out, skipped)
+    elif isinstance(obj, (bool, int, float)) and not isinstance(obj, type):
+        try:
+            out[prefix] = np.asarray(obj)
+        except OverflowError:
+            skipped.append(prefix)
+    else:
+        skipped.append(prefix)
+
+
+def load(path: str) -> Any:
+    """``torch.load`` under the safe settings, with its errors turned into ckpt errors."""
+    kwargs = dict(weights_only=True, map_location="cpu")
+    try:
+        try:
+            return torch.load(path, mmap=True, **kwargs)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):  # only legacy (non-zip) files cannot be memory-mapped
+                raise
+            return torch.load(path, **kwargs)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()
+        reason = next((line for line in first if "GLOBAL" in line or "Unsupported" in line), first[0] if first
+                      else "")
+        raise UnsupportedError(
+            f"{path}: refusing to load this PyTorch file: it needs more than tensors to unpickle, and loading it "
+            f"would run code from the file. torch.load(weights_only=True) rejected it ({reason.strip()}). Only "
+            "plain state dicts are read; re-save the tensors with torch.save(model.state_dict(), ...) or as "
+            "safetensors from a trusted environment", path=path) from None
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(f"no PyTorch file at {path}", path=path, tried=[path]) from None
+    except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError) as exc:
+        raise CorruptCheckpointError(f"{path}: not a readable PyTorch file ({type(exc).__name__}: {exc})",
+                                     path=path) from None
+
+
+class TorchSource(Source):
+    """A PyTorch state-dict file, opened with ``torch.load(weights_only=True, mmap=True)``.
+
+    Attributes:
+        skipped: Names of values that are not tensors or numbers (left out).
+    """
+
+    format = "torch"
+
+    def __init__(self, path: str | os.PathLike, *, names: str = "raw") -> None:
+        del names
+        self.path = Path(path)
+        obj = load(os.fspath(path))
+        self._tensors: dict[str, torch.Tensor | np.ndarray] = {}
+        self.skipped: list[str] = []
+        _flatten(obj, "", self._tensors, self.skipped)
+        self.metadata: dict[str, Any] = {}
+
+    def keys(self) -> list[str]:
+        return sorted(self._tensors)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tensors
+
+    def _value(self, name: str):
+        try:
+            return self._tensors[name]
+        except KeyError:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(self._tensors), n=3)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise CheckpointNotFoundError(f"{self.path}: no tensor named {name!r}{hint}", path=self.path, key=name,
+                                          available=close) from None
+
+    def info(self, name: str) -> TensorInfo:
+        value = self._value(name)
+        if isinstance(value, np.ndarray):
+            return TensorInfo(name, dtype_name(value.dtype), tuple(value.shape), value.nbytes)
+        shape = tuple(value.shape)
+        n = 1
+        for d in shape:
+            n *= d
+        np_dtype = numpy_dtype(value.dtype)
+        dtype = dtype_name(np_dtype) if np_dtype is not None else str(value.dtype).replace("torch.", "")
+        return TensorInfo(name, dtype, shape, n * value.element_size())
+
+    def get(self, name: str) -> np.ndarray:
+        value = self._value(name)
+        if isinstance(value, np.ndarray):
+            return value
+        if value.layout != torch.strided:
+            raise UnsupportedError(f"{self.path}: tensor {name!r} is {value.layout}; only dense tensors are read",
+                                   path=self.path, key=name)
+        try:
+            return to_numpy(value)
+        except TypeError as exc:
+            raise UnsupportedError(f"{self.path}: tensor {name!r} has dtype {value.dtype}, which NumPy cannot hold "
+                                   f"({exc})", path=self.path, key=name) from None
+
+    def close(self) -> None:
+        self._tensors = {}
+
+
+def open(path: str | os.PathLike, *, names: str = "raw") -> TorchSource:  # noqa: A001
+    """Open a PyTorch state-dict file (see :class:`TorchSource`)."""
+    return TorchSource(path, names=names)
+
+
+def _file_backed(array: np.ndarray) -> bool:
+    base = array
+    while isinstance(base, np.ndarray) and base.base is not None:
+        base = base.base
+    return isinstance(base, mmap.mmap) or (isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap))
+
+
+def write(path: str | os.PathLike, tensors: Iterable[tuple[str, np.ndarray]], *, metadata: Any = None,
+          shard_size: int | None = None, sync: bool = True) -> list[Path]:
+    """Write ``(name, array)`` pairs with ``torch.save`` as a plain ``{name: tensor}`` dict.
+
+    Arrays not backed by a file are spilled to a temporary file (removed afterwards) so that resident memory
+    stays near one tensor. ``metadata`` cannot be stored in a plain state dict and is ignored.
+
+    Returns:
+        ``[path]``.
+    """
+    del metadata
+    if shard_size is not None:
+        raise UnsupportedError("sharding (--shard-size) is only supported for safetensors destinations")
+    path = os.fspath(path)
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    token = secrets.token_hex(4)
+    spill_path = os.path.join(directory, f".ckpt-spill-{token}")
+    tmp = f"{path}.tmp-{token}"
+    state: dict[str, torch.Tensor] = {}
+    spill = None
+    position = 0
+    try:
+        for name, value in tensors:
+            array = np.asarray(value)
+            problem = check(name, dtype_name(array.dtype))
+            if problem:
+                raise DTypeNotSupportedError(f"cannot write tensor {name!r} to {path}: {problem}", path=path,
+                                             key=name)
+            if name in state:
+                raise ValueError(f"tensor {name!r} was already written")
+            if not _file_backed(array) and array.nbytes:
+                if spill is None:
+                    spill = builtins.open(spill_path, "w+b")
+                spill.seek(position)
+                spill.write(memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)))
+                spill.flush()
+                mapped = np.memmap(spill_path, dtype=array.dtype, mode="r", offset=position, shape=array.shape)
+                position += array.nbytes
+                array = mapped
+            del value
+            state[name] = from_numpy(array)
+        torch.save(state, tmp)
+        if sync:
+            with builtins.open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    finally:
+        state.clear()
+        if spill is not None:
+            spill.close()
+        try:
+            os.unlink(spill_path)
+        except OSError:
+            pass
+    return [Path(path)]
+
