@@ -34,3 +34,21 @@ protos: | $(PY)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .hypothesis
+
+# Reliability runs on demand (`make test` runs short versions of both): `faults` kills and fails every file-system
+# step of more save scenarios, plus double faults; `fuzz` runs the property-based fuzzers with many more examples,
+# then the coverage-guided atheris fuzzer (findings land in build/ as fuzz-crash-*, fuzz-timeout-*, fuzz-oom-*).
+FUZZ_EXAMPLES ?= 5000
+FUZZ_SECONDS ?= 300
+
+.PHONY: faults fuzz
+
+faults: $(STAMP)
+	CKPT_EXHAUSTIVE=1 $(PY) -m pytest tests/test_faults.py $(TEST_ARGS)
+
+fuzz: $(STAMP)
+	CKPT_EXHAUSTIVE=1 CKPT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest tests/test_fuzz.py $(TEST_ARGS)
+	$(PIP) install --quiet atheris
+	$(PY) fuzz/fuzz_reader.py --make-corpus build/fuzz-corpus
+	$(PY) fuzz/fuzz_reader.py build/fuzz-corpus -artifact_prefix=build/fuzz- -max_total_time=$(FUZZ_SECONDS) \
+		-timeout=10 -rss_limit_mb=1024

@@ -21,24 +21,32 @@ from .format.state_file import latest as _latest
 from .manager import Manager
 from .policies import (CheckpointInfo, KeepAny, KeepBest, KeepEveryNHours, KeepEveryNSteps, KeepLast, SaveAny,
                        SaveEveryNSeconds, SaveEveryNSteps)
+from ._convert import ConvertResult, convert
+from ._diff import DiffResult, diff
 from .reader import Reader
+from .errors import LockTimeoutError
+from .verify import VerifyReport, verify
+from . import graph  # noqa: E402,F401  ckpt.graph: .meta/.pb/.pbtxt files (imports no framework)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "save", "load", "restore", "flatten", "RestoreReport", "latest", "Reader", "StateMismatchError",
+    "convert", "ConvertResult", "diff", "DiffResult",
     "CheckpointError", "CkptError", "CheckpointNotFoundError", "CorruptCheckpointError", "ChecksumMismatchError",
     "UnsupportedError", "DTypeNotSupportedError", "InvalidStateError", "__version__",
     "Manager", "CheckpointInfo", "KeepLast", "KeepEveryNHours", "KeepEveryNSteps", "KeepBest", "KeepAny",
     "SaveEveryNSteps", "SaveEveryNSeconds", "SaveAny",
+    "verify", "VerifyReport", "LockTimeoutError",
 ]
 
 
-def latest(directory) -> str | None:
+def latest(directory, *, verify: bool = False) -> str | None:
     """The newest complete checkpoint prefix in ``directory`` (TensorFlow's ``latest_checkpoint``), or None.
 
     Uses the directory's ``checkpoint`` state file; paths recorded as absolute that no longer exist are looked up
     by base name in the directory; a missing, empty or garbled state file falls back to scanning for complete
-    checkpoints, newest first.
+    checkpoints, newest first. With ``verify=True`` each candidate is read completely (every checksum) and damaged
+    ones are skipped with a ``ckpt.errors.CorruptCheckpointWarning`` naming them: the newest that verifies.
     """
-    return _latest(directory)
+    return _latest(directory, verify=verify)

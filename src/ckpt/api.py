@@ -1,9 +1,12 @@
 """``ckpt.save``, ``ckpt.load`` and ``ckpt.restore``: state trees in, TensorFlow-compatible checkpoints out, and back.
 
 A save is planned completely before a byte is written: the state is walked once (``ckpt.tree``), every tensor
-named, every problem collected and raised at once. Then the bundle is written (data, then index, each under a
-temporary name until renamed, index last) and only then is the ``checkpoint`` state file updated, by atomic
-replace. A save that fails leaves no new file behind and never touches older checkpoints.
+named, every problem collected and raised at once. Then, holding the directory lock (``ckpt._lock``, so two
+processes never interleave their saves), leftovers of interrupted saves are swept, the bundle is written (data,
+then index, each under a temporary name until renamed, index last, fsync'd) and only then is the ``checkpoint``
+state file updated, by atomic replace. A save that fails (raises) leaves no new file behind, removes the new
+checkpoint again if the state file could not be updated, and never touches older checkpoints; a save that is
+killed leaves either the old or the new checkpoint as the latest, and temporary files the next save sweeps.
 
 A restore compares everything first (missing, unexpected and mismatched names, shapes and dtypes) and touches no
 target before that comparison passes.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import os
 import re
 import time
@@ -22,10 +26,11 @@ from typing import Any, Union
 
 import numpy as np
 
-from . import _rng, tree
+from . import _fs, _rng, tree
+from ._lock import DirectoryLock, check_timeout
 from .errors import CheckpointError, InvalidStateError, StateMismatchError
-from .format.bundle import BundleWriter, index_filename
-from .format.state_file import CheckpointState, read_state, resolve, write_state
+from .format.bundle import BundleWriter, data_filename, index_filename
+from .format.state_file import STATE_FILENAME, CheckpointState, read_state, resolve, write_state
 from .reader import METADATA_KEY, Reader
 
 __all__ = ["save", "load", "restore", "RestoreReport", "NameMap", "flatten", "write_checkpoint"]
@@ -35,6 +40,8 @@ __all__ = ["save", "load", "restore", "RestoreReport", "NameMap", "flatten", "wr
 NameMap = Union[Mapping[str, str], Callable[[str], "str | None"], Sequence[tuple[str, str]]]
 
 RECORD_FORMAT = 1
+
+logger = logging.getLogger("ckpt")
 
 
 def flatten(state: Any) -> dict[str, np.ndarray]:
@@ -62,10 +69,27 @@ def _is_plain(spec: Any) -> bool:
     return "leaf" in spec and spec.get("kind") == "ndarray"
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """Everything a save writes, checked: the walked state and the encoded ckpt record (None: no record)."""
+
+    walked: Any
+    record: bytes | None
+
+
 def write_checkpoint(state: Any, prefix: str, *, metadata: Mapping[str, Any] | None = None, rng: bool = False,
                      num_shards: int = 1, sync: bool = True, extra_record: Mapping[str, Any] | None = None) -> str:
-    """Write one checkpoint at ``prefix`` without touching the ``checkpoint`` state file (the manager's building
-    block). Returns ``prefix``."""
+    """Write one checkpoint at ``prefix`` without touching the ``checkpoint`` state file and without locking (the
+    manager's building block; the caller holds the directory lock). Returns ``prefix``."""
+    plan = _plan(state, metadata=metadata, rng=rng, extra_record=extra_record)
+    _fs.makedirs(os.path.dirname(prefix) or ".")
+    _write_planned(plan, prefix, num_shards=num_shards, sync=sync)
+    return prefix
+
+
+def _plan(state: Any, *, metadata: Mapping[str, Any] | None, rng: bool,
+          extra_record: Mapping[str, Any] | None = None) -> _Plan:
+    """Walk and check ``state`` and encode the record; no I/O. Raises InvalidStateError listing every problem."""
     walked = tree.walk(state)
     problems = list(walked.problems)
     if METADATA_KEY in walked.leaves:
@@ -92,23 +116,59 @@ def write_checkpoint(state: Any, prefix: str, *, metadata: Mapping[str, Any] | N
         record["tree"] = walked.spec
         record["format"] = RECORD_FORMAT
         try:
-            encoded = json.dumps(record, sort_keys=True).encode("utf-8")
+            return _Plan(walked, json.dumps(record, sort_keys=True).encode("utf-8"))
         except (TypeError, ValueError) as exc:
             raise InvalidStateError(f"metadata must be JSON-serialisable: {exc}") from None
-    directory = os.path.dirname(prefix) or "."
-    os.makedirs(directory, exist_ok=True)
+    return _Plan(walked, None)
+
+
+def _write_planned(plan: _Plan, prefix: str, *, num_shards: int, sync: bool) -> None:
+    leaves = plan.walked.leaves
     with BundleWriter(prefix, num_shards=num_shards, sync=sync) as writer:
-        for name in sorted(walked.leaves, key=lambda n: n.encode("utf-8", "surrogateescape")):
-            writer.add(name, walked.leaves[name].get())
-        if record:
-            writer.add(METADATA_KEY, np.asarray(encoded, dtype=object))
+        for name in sorted(leaves, key=lambda n: n.encode("utf-8", "surrogateescape")):
+            writer.add(name, leaves[name].get())
+        if plan.record is not None:
+            writer.add(METADATA_KEY, np.asarray(plan.record, dtype=object))
         writer.finish()
-    return prefix
+
+
+#: Temporary files of a checkpoint save (data, index, state file, manager record), as ``_fs.temporary_name`` names
+#: them.
+TEMPORARY_RE = re.compile(r"^(?:.+\.index|.+\.data-\d{5}-of-\d{5}|checkpoint|.+\.manager\.json)\.tmp-[0-9A-Za-z]+$")
+
+
+def sweep_temporaries(directory: str, stem: str) -> list[str]:
+    """Delete the temporary files that interrupted saves of checkpoints ``{stem}`` / ``{stem}-<step>`` (and of
+    manager ``stem``'s record and of the ``checkpoint`` state file) left in ``directory``.
+
+    Only safe while holding the directory lock: every ckpt save holds it while its temporary files exist, so such
+    a file found then belongs to a save that died. Temporaries of other names are left alone (they may belong to
+    another tool); so are state-file temporaries not named exactly as ckpt names them. Returns the names deleted.
+    """
+    mine = re.compile(rf"^(?:{re.escape(stem)}(?:-\d+)?\.(?:index|data-\d{{5}}-of-\d{{5}})|"
+                      rf"{re.escape(stem)}\.manager\.json)\.tmp-[0-9A-Za-z]+$|^checkpoint\.tmp-[0-9a-f]{{8}}$")
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if mine.match(name):
+            try:
+                _fs.unlink(os.path.join(directory, name))
+                removed.append(name)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                logger.warning("ckpt: could not remove %s, left over by an interrupted save: %s", name, exc)
+    if removed:
+        logger.info("ckpt: removed %s, left over by interrupted saves", ", ".join(sorted(removed)))
+    return removed
 
 
 def save(state: Any, prefix: str | os.PathLike, *, step: int | None = None,
          metadata: Mapping[str, Any] | None = None, rng: bool = False, num_shards: int = 1,
-         sync: bool = True) -> str:
+         sync: bool = True, lock_timeout: float | None = None, graph: Any = None) -> str:
     """Save ``state`` as a TensorFlow-compatible checkpoint and record it in the directory's ``checkpoint`` file.
 
     Args:
@@ -122,22 +182,89 @@ def save(state: Any, prefix: str | os.PathLike, *, step: int | None = None,
         rng: Also capture the global random generators (Python, NumPy, torch, TensorFlow); ``restore`` puts them
             back.
         num_shards: Number of data files.
-        sync: fsync data, index, state file and directory before returning (set False for scratch runs).
+        sync: fsync data, index, state file and directory before returning (default), so the checkpoint and the
+            state file naming it survive a power loss once ``save`` returns. ``False`` skips every fsync for
+            scratch runs: a crash of the process still never leaves a half-written checkpoint, but a power loss
+            may lose recent saves.
+        lock_timeout: Seconds to wait while another process saves into the same directory (None, the default:
+            as long as it takes; 0: fail at once).
+        graph: Also write ``PREFIX.meta`` (a MetaGraphDef, as TensorFlow's ``Saver`` does) from a
+            :class:`ckpt.graph.Graph`, a GraphDef/MetaGraphDef (ckpt's or TensorFlow's) or a ``tf.Graph``; for
+            PyTorch pass ``ckpt.graph.from_torch(model, example_inputs)``. Written atomically once the checkpoint
+            itself is complete.
 
     Returns:
         The prefix written (with the step suffix).
 
     Raises:
         InvalidStateError: the state holds something that cannot be saved (every problem listed).
+        LockTimeoutError: another process kept saving into the directory for longer than ``lock_timeout``.
+        OSError: writing failed (disk full, I/O error, permissions); nothing new is left behind and the previous
+            checkpoint is still the latest.
 
     Example:
         >>> ckpt.save({"alpha": np.float32(0.24), "beta": np.float32(0.21)}, "model/regression.ckpt", step=25)
         'model/regression.ckpt-25'
     """
     prefix = _with_step(os.fspath(prefix), step)
-    write_checkpoint(state, prefix, metadata=metadata, rng=rng, num_shards=num_shards, sync=sync)
-    record_in_state(os.path.dirname(prefix) or ".", prefix, sync=sync)
+    lock_timeout = check_timeout(lock_timeout)
+    plan = _plan(state, metadata=metadata, rng=rng)
+    write_meta = None
+    if graph is not None:  # checked and serialized before anything is written
+        from .graph import meta_writer
+
+        write_meta = meta_writer(graph)
+    directory = os.path.dirname(prefix) or "."
+    _fs.makedirs(directory)
+    with DirectoryLock(directory, timeout=lock_timeout):
+        stem = os.path.basename(prefix if step is None else prefix[: -len(f"-{int(step)}")])
+        sweep_temporaries(directory, stem)
+        _write_planned(plan, prefix, num_shards=num_shards, sync=sync)
+        try:
+            if write_meta is not None:
+                write_meta(prefix, sync=sync)
+            record_in_state(directory, prefix, sync=sync)
+        except BaseException:
+            _remove_checkpoint(prefix, num_shards)
+            _unrecord(directory, prefix, sync=sync)
+            raise
     return prefix
+
+
+def _remove_checkpoint(prefix: str, num_shards: int) -> None:
+    """Best effort: delete a checkpoint this save wrote, index first (it stops existing at once)."""
+    for path in [index_filename(prefix)] + [data_filename(prefix, i, num_shards) for i in range(num_shards)]:
+        try:
+            _fs.unlink(path)
+        except OSError:
+            pass
+
+
+def _unrecord(directory: str, prefix: str, *, sync: bool) -> None:
+    """Best effort: drop ``prefix`` from the state file if a failed save already listed it there."""
+    try:
+        state = read_state(directory)
+        if state is None:
+            return
+        name = os.path.relpath(prefix, directory)
+
+        def ours(recorded: str) -> bool:
+            return recorded in (name, prefix) or resolve(directory, recorded) == prefix
+
+        paths = list(state.all_model_checkpoint_paths)
+        stamps = list(state.all_model_checkpoint_timestamps)
+        keep = [i for i, p in enumerate(paths) if not ours(p)]
+        if len(keep) == len(paths) and not ours(state.model_checkpoint_path):
+            return
+        if not keep:
+            _fs.unlink(os.path.join(directory, STATE_FILENAME))
+            return
+        state.all_model_checkpoint_paths = [paths[i] for i in keep]
+        state.all_model_checkpoint_timestamps = [stamps[i] for i in keep] if len(stamps) == len(paths) else []
+        state.model_checkpoint_path = paths[keep[-1]]
+        write_state(directory, state, sync=sync)
+    except (OSError, CheckpointError):
+        pass
 
 
 def _with_step(prefix: str, step: int | None) -> str:
@@ -328,14 +455,15 @@ def _dt(dtype: Any) -> str:
 
 
 def restore(path: str | os.PathLike, into: Any, *, map: NameMap | None = None, strict: bool = True,
-            rng: bool = True, verify_checksums: bool = True) -> Any:
+            rng: bool = True, verify_checksums: bool = True, names: str = "raw") -> Any:
     """Restore a checkpoint into ``into``: in place for torch, NumPy and ``tf.Variable`` state.
 
     Everything is compared before any target is touched; a strict restore that finds a problem raises one error
     listing every missing, unexpected and mismatched name.
 
     Args:
-        path: A prefix, one of its files, or a directory (its newest checkpoint).
+        path: A prefix, one of its files, or a directory (its newest checkpoint); or a checkpoint of any other
+            format ``ckpt.Reader`` opens (safetensors, PyTorch, ``.npz``, Keras ``.weights.h5``).
         into: The state to fill, shaped like what was saved (any tree ``save`` accepts).
         map: Rename checkpoint names to state names: a dict ``{name_in_checkpoint: name_in_state}`` (only those
             are restored: TensorFlow's ``var_list`` dict / ``assignment_map``), a callable (return None to skip a
@@ -345,6 +473,8 @@ def restore(path: str | os.PathLike, into: Any, *, map: NameMap | None = None, s
             matches is restored and a :class:`RestoreReport` is returned.
         rng: Put back the global random generator states if the checkpoint recorded them.
         verify_checksums: Check tensor CRCs while reading.
+        names: ``"clean"`` restores from the readable names of TensorFlow 2 object-based checkpoints
+            (``model/dense/kernel``, see ``ckpt.Reader``); the map then applies to those names.
 
     Returns:
         The restored tree (the only way to get restored immutable values such as JAX arrays), or with
@@ -359,7 +489,7 @@ def restore(path: str | os.PathLike, into: Any, *, map: NameMap | None = None, s
     if walked.problems:
         listing = "\n  ".join(walked.problems)
         raise InvalidStateError(f"cannot restore into this state ({len(walked.problems)} problem(s)):\n  {listing}")
-    with Reader(path, verify_checksums=verify_checksums) as reader:
+    with Reader(path, verify_checksums=verify_checksums, names=names) as reader:
         record = reader.record
         to_ckpt: dict[str, str] = {}  # state name -> checkpoint name
         collisions = []

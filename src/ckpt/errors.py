@@ -120,3 +120,31 @@ class OperationNotFoundError(CheckpointError, KeyError):
                  available: list[str] | None = None) -> None:
         super().__init__(message, path=path, key=key)
         self.available = list(available or [])
+
+
+# ---------------------------------------------------------------------------------------------- concurrency
+
+
+class LockTimeoutError(CheckpointError, TimeoutError):
+    """Another process is saving into the same directory and did not finish within ``lock_timeout``.
+
+    Attributes:
+        holder_pid: Process id of the holder, as it recorded it in the lock file (None when unknown).
+        holder_host: Host name of the holder, when known.
+        waited: Seconds spent waiting.
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None, holder_pid: int | None = None,
+                 holder_host: str | None = None, waited: float = 0.0) -> None:
+        super().__init__(message, path=path)
+        self.holder_pid = holder_pid
+        self.holder_host = holder_host
+        self.waited = waited
+
+
+# ---------------------------------------------------------------------------------------------- warnings
+
+
+class CorruptCheckpointWarning(UserWarning):
+    """A damaged checkpoint was skipped in favour of an older one that verifies (``Manager.restore``,
+    ``ckpt.latest(..., verify=True)``)."""

@@ -2,19 +2,26 @@
 
 Design, in the order a save happens:
 
-1. **Sweep.** Leftovers of interrupted saves of this manager are removed: files named ``{name}-{step}.…`` that carry
-   the temporary marker (``.tmp-``), and ``{name}-{step}.data-*`` files whose ``.index`` is missing (a
-   checkpoint exists iff its ``.index`` does, because the index is renamed into place last). Record entries whose
+0. **Lock.** The whole save (sweep, write, record, retention) holds the directory lock (``ckpt._lock``): a second
+   process saving into the same directory waits (up to ``lock_timeout``), so saves never interleave; a holder that
+   dies releases it. The record is re-read under the lock, so another process's saves are seen.
+1. **Sweep.** Leftovers of interrupted saves are removed: temporary files (``*.tmp-<8 hex digits>``, which only a
+   ckpt save that died can have left while nobody holds the lock), and ``{name}-{step}.data-*`` files whose
+   ``.index`` is missing (a checkpoint exists iff its ``.index`` does, because the index is renamed into place
+   last). Record entries whose
    ``.index`` was deleted by hand are dropped. Complete ``{name}-{step}`` checkpoints that the record does not list
    but whose own metadata says this manager wrote them (a crash between writing a checkpoint and recording it) are
    adopted back into the record.
-2. **Write** the checkpoint (``ckpt.api.write_checkpoint``: data, then index, under temporary names, index renamed
-   last). A failure here leaves everything else exactly as it was.
+2. **Write** the checkpoint (``ckpt.api.write_checkpoint``: data, then index, under temporary names, fsync'd,
+   index renamed last, directory fsync'd). A failure here leaves everything else exactly as it was.
 3. **Record** it: the TensorFlow ``checkpoint`` state file (so ``tf.train.latest_checkpoint`` and ``ckpt.latest``
-   see it), then the manager record ``{name}.manager.json``. Both list the checkpoints that are about to be deleted
-   too, so a crash during step 4 leaves no checkpoint that nobody remembers.
+   see it), then the manager record ``{name}.manager.json``, each replaced atomically and fsync'd. Both list the
+   checkpoints that are about to be deleted too, so a crash during step 4 leaves no checkpoint that nobody
+   remembers. If recording fails, the new checkpoint is deleted again and the old state file and record are put
+   back, so a save that raises leaves the previous checkpoint as the latest.
 4. **Delete** what the keep policies dropped (``.index`` first, then ``.data-*``, then ``.meta``), and record the
-   survivors in the state file and the record again.
+   survivors in the state file and the record again. The new checkpoint is already committed: failures here are
+   logged and retried by the next save, never raised.
 
 The record is what lets a new process (a new Manager on the same directory) continue the same retention: it
 holds every checkpoint's step, time and metrics, which checkpoints are preserved forever and the time of the last
@@ -30,23 +37,26 @@ import logging
 import math
 import os
 import re
-import secrets
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from . import api
-from .errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
-from .format.bundle import TMP_MARKER, fsync_dir, index_filename
+from . import _fs, api
+from ._lock import DirectoryLock, check_timeout
+from .errors import (CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, CorruptCheckpointWarning,
+                     UnsupportedError)
+from .format.bundle import TMP_MARKER, check_bundle, index_filename
 from .format.state_file import STATE_FILENAME, CheckpointState, read_state, resolve, write_state
 from .policies import (CheckpointInfo, KeepAny, KeepBest, KeepContext, KeepEveryNHours, KeepEveryNSteps, KeepLast,
                        KeepPolicy, SaveAny, SaveContext, SaveEveryNSeconds, SaveEveryNSteps, SavePolicy,
                        preserved_by, rank_best)
 from .reader import Reader
 
-__all__ = ["Manager", "RECORD_SUFFIX"]
+__all__ = ["Manager", "ManagerRecord", "RECORD_SUFFIX", "read_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -153,10 +163,18 @@ class Manager:
     every kept checkpoint of the manager that saved last (preserved ones included, unlike TensorFlow, whose list
     drops them).
 
-    **Concurrency.** Not thread-safe: use one Manager per directory from one thread. Not multi-process-safe for
-    writers: only one process may save into a directory under a given ``name`` at a time (there is no locking
-    yet). Other processes may read concurrently (``ckpt.latest``, ``ckpt.restore``, TensorFlow), since every file
-    is replaced atomically and a checkpoint only appears once complete.
+    **Concurrency.** Not thread-safe: use one Manager per directory from one thread. Process-safe for writers:
+    ``save`` and ``delete`` hold the directory lock (shared with ``ckpt.save`` and managers of other names), so a
+    second process saving into the same directory waits for the first (up to ``lock_timeout``, then
+    ``LockTimeoutError`` naming the holder's pid) and re-reads the record before it saves. Other processes may read
+    concurrently without any lock (``ckpt.latest``, ``ckpt.restore``, TensorFlow): every file is replaced
+    atomically, a checkpoint only appears once complete, and on POSIX a reader that opened a checkpoint keeps
+    working if retention deletes it.
+
+    **Damaged checkpoints.** ``restore()`` and ``restore_or_initialize()`` (without an explicit ``step``) read the
+    newest checkpoint completely first; if it does not verify (a bad checksum, a truncated or missing file) they
+    warn (``ckpt.errors.CorruptCheckpointWarning``) naming it and what is wrong, and fall back to the newest
+    checkpoint that verifies. A later ``save`` of a skipped step replaces it.
 
     Args:
         directory: Where the checkpoints go; created if missing.
@@ -175,6 +193,8 @@ class Manager:
             ``keep_every_n_hours`` (inject a fake clock in tests).
         keep: A keep policy that replaces the retention options.
         save_policy: A save policy that replaces ``save_interval_steps`` / ``save_interval_secs``.
+        lock_timeout: Seconds ``save``/``delete`` wait while another process saves into the directory (None, the
+            default: as long as it takes; 0: fail at once).
 
     Raises:
         ValueError: an option is invalid or options conflict (the message names them).
@@ -193,7 +213,8 @@ class Manager:
                  best_metric: str | None = None, best_mode: str = "min", keep_best: int | None = None,
                  save_interval_steps: int | None = None, save_interval_secs: float | None = None,
                  rng: bool = True, sync: bool = True, clock: Callable[[], float] = time.time,
-                 keep: KeepPolicy | None = None, save_policy: SavePolicy | None = None) -> None:
+                 keep: KeepPolicy | None = None, save_policy: SavePolicy | None = None,
+                 lock_timeout: float | None = None) -> None:
         if not isinstance(name, str) or not name or _NAME_BAD.search(name) or TMP_MARKER in name \
                 or name in (".", ".."):
             raise ValueError(f"`name` must be a plain file name stem (no path separators, no {TMP_MARKER!r}), "
@@ -206,6 +227,7 @@ class Manager:
             raise ValueError("`keep_best` needs `best_metric` (the metrics key that ranks checkpoints)")
         if not callable(clock):
             raise TypeError("`clock` must be a callable returning seconds since the epoch")
+        self.lock_timeout = check_timeout(lock_timeout)
 
         if keep is not None:
             conflicting = [opt for opt, value in (("keep_every_n_hours", keep_every_n_hours),
@@ -274,13 +296,24 @@ class Manager:
         self._infos: dict[int, CheckpointInfo] = {}
         self._preserved: set[int] = set()
         self._foreign: set[tuple[str, int, int]] = set()  # {name}-{step} files known not to be ours
-        os.makedirs(self.directory, exist_ok=True)
+        self._damaged: set[int] = set()  # steps a restore skipped because they did not verify
+        _fs.makedirs(self.directory)
         self._step_re = re.compile(rf"^{re.escape(name)}-(\d+)\.(.+)$")
         # TensorFlow 2 starts counting "every N hours" at construction time minus one second; a record that
         # exists carries on from its stored value.
         self._last_preserved = float(clock()) - 1.0
         self._load_record()
-        self._sweep()
+        # Tidy up now if nobody is saving; otherwise the next save does it (under the lock, where it is safe).
+        lock = DirectoryLock(self.directory, timeout=0)
+        try:
+            locked = lock.try_acquire()
+        except OSError:  # e.g. a read-only directory: a manager used for restoring only
+            locked = False
+        if locked:
+            try:
+                self._sweep()
+            finally:
+                lock.release()
 
     # ------------------------------------------------------------------ queries
 
@@ -354,9 +387,17 @@ class Manager:
         step = _check_step(step)
         metrics = _check_metrics(metrics)
         self._check_open()
+        with DirectoryLock(self.directory, timeout=self.lock_timeout):
+            return self._save_locked(step, state, metrics, metadata, force)
+
+    def _save_locked(self, step: int, state: Any, metrics: dict[str, float] | None,
+                     metadata: Mapping[str, Any] | None, force: bool) -> str | None:
         now = float(self.clock())
+        self._load_record()  # another process may have saved since
         self._sweep()
         prefix = self.prefix_for(step)
+        if step in self._damaged and step in self._infos:
+            force = True  # restore skipped it as damaged: a new save of this step replaces it
         if step in self._infos and not force:
             raise CheckpointError(f"step {step} is already saved at {prefix}; pass force=True to replace it",
                                   path=prefix)
@@ -377,6 +418,7 @@ class Manager:
         infos[step] = CheckpointInfo(step, prefix, now, metrics)
         preserved = self._preserved - {step}  # a replaced checkpoint is a new checkpoint
         self._retain(infos, preserved, protect=step, now=now)
+        self._damaged.discard(step)
         return prefix
 
     def _retain(self, infos: dict[int, CheckpointInfo], preserved: set[int], *, protect: int, now: float) -> None:
@@ -399,16 +441,37 @@ class Manager:
                   if not kept and info.step not in preserved and info.step != protect and i != len(ordered) - 1]
         # Commit first: the new checkpoint becomes visible while the doomed ones are still listed, so a crash
         # while deleting leaves nothing that no record mentions.
-        self._commit(infos, preserved, last_preserved)
+        try:
+            self._commit(infos, preserved, last_preserved)
+        except BaseException:
+            self._roll_back(protect)
+            raise
         if not doomed:
             return
+        # The save is committed (and durable): from here on, failures are logged and retried by the next save.
         for step in doomed:
             logger.info("ckpt.Manager: deleting %s (kept by no policy of %r)", infos[step].prefix, self.keep_policy)
             if self._delete_files(step):
                 infos.pop(step)
-        if self.sync:
-            fsync_dir(self.directory)
-        self._commit(infos, preserved, last_preserved)
+        try:
+            if self.sync:
+                _fs.fsync_dir(self.directory)
+            self._commit(infos, preserved, last_preserved)
+        except OSError as exc:
+            logger.warning("ckpt.Manager: could not record the deletion of old checkpoints in %s (%s); the next "
+                           "save will", self.directory, exc)
+
+    def _roll_back(self, step: int) -> None:
+        """Undo a save whose recording failed: delete the new checkpoint, then put the old state file and record
+        back (best effort: if that fails too, they list a checkpoint that no longer exists, which readers skip
+        and the next sweep forgets)."""
+        self._delete_files(step)
+        infos = {s: info for s, info in self._infos.items() if s != step}  # a replaced step is gone as well
+        try:
+            self._commit(infos, self._preserved, self._last_preserved)
+        except Exception as exc:  # noqa: BLE001 - already handling the original error
+            logger.warning("ckpt.Manager: could not restore the state file and record of %s after a failed save "
+                           "(%s); the next save will", self.directory, exc)
 
     def _commit(self, infos: dict[int, CheckpointInfo], preserved: set[int], last_preserved: float) -> None:
         """Write the state file, then the record, then adopt the new history in memory."""
@@ -426,17 +489,19 @@ class Manager:
         """
         step = _check_step(step)
         self._check_open()
-        if step not in self._infos:
-            raise CheckpointNotFoundError(f"{self.name} has no checkpoint at step {step} in {self.directory}; "
-                                          f"steps: {self.all_steps() or 'none'}", path=self.prefix_for(step),
-                                          available=[str(s) for s in self.all_steps()])
-        if not self._delete_files(step):
-            raise CheckpointError(f"could not delete {self.prefix_for(step)}.index", path=self.prefix_for(step))
-        if self.sync:
-            fsync_dir(self.directory)
-        infos = dict(self._infos)
-        del infos[step]
-        self._commit(infos, self._preserved, self._last_preserved)
+        with DirectoryLock(self.directory, timeout=self.lock_timeout):
+            self._load_record()
+            if step not in self._infos:
+                raise CheckpointNotFoundError(f"{self.name} has no checkpoint at step {step} in {self.directory}; "
+                                              f"steps: {self.all_steps() or 'none'}", path=self.prefix_for(step),
+                                              available=[str(s) for s in self.all_steps()])
+            if not self._delete_files(step):
+                raise CheckpointError(f"could not delete {self.prefix_for(step)}.index", path=self.prefix_for(step))
+            if self.sync:
+                _fs.fsync_dir(self.directory)
+            infos = dict(self._infos)
+            del infos[step]
+            self._commit(infos, self._preserved, self._last_preserved)
 
     def _delete_files(self, step: int) -> bool:
         """Remove checkpoint ``step``: ``.index`` first (it stops existing), then ``.data-*``, then ``.meta``.
@@ -445,7 +510,7 @@ class Manager:
         """
         prefix = self.prefix_for(step)
         try:
-            os.unlink(index_filename(prefix))
+            _fs.unlink(index_filename(prefix))
         except FileNotFoundError:
             pass
         except OSError as exc:
@@ -455,7 +520,7 @@ class Manager:
         for entry in self._listdir():
             if entry.startswith(base + ".data-") or entry == base + ".meta":
                 try:
-                    os.unlink(os.path.join(self.directory, entry))
+                    _fs.unlink(os.path.join(self.directory, entry))
                 except FileNotFoundError:
                     pass
                 except OSError as exc:  # an orphan data file is swept by the next sweep
@@ -466,20 +531,21 @@ class Manager:
 
     def restore(self, into: Any, step: int | None = None, *, map: api.NameMap | None = None,
                 strict: bool = True) -> Any:
-        """Restore checkpoint ``step`` (default: the newest) into ``into``, as ``ckpt.restore`` does.
+        """Restore checkpoint ``step`` (default: the newest that verifies) into ``into``, as ``ckpt.restore`` does.
+
+        Without ``step``, the newest checkpoint is read completely first (every checksum); if it is damaged, a
+        ``CorruptCheckpointWarning`` names it and what is wrong, and the next older one is tried, and so on.
 
         Returns:
             The restored tree (or a ``RestoreReport`` with ``strict=False``).
 
         Raises:
             CheckpointNotFoundError: no checkpoint yet, or none at ``step``.
+            CorruptCheckpointError: every checkpoint is damaged (without ``step``), or checkpoint ``step`` is.
             StateMismatchError: (strict) names or shapes differ; nothing was modified.
         """
         if step is None:
-            prefix = self.latest
-            if prefix is None:
-                raise CheckpointNotFoundError(f"no checkpoint named {self.name}-<step> in {self.directory} yet",
-                                              path=self.directory)
+            prefix = self._newest_intact().prefix
         else:
             step = _check_step(step)
             if step not in self._infos:
@@ -500,13 +566,34 @@ class Manager:
             The restored step, or None when there was no checkpoint.
         """
         self.restored = None
-        step = self.latest_step
-        if step is None:
+        if self.latest_step is None:
             if init_fn is not None:
                 init_fn()
             return None
+        step = self._newest_intact().step
         self.restored = self.restore(into, step)
         return step
+
+    def _newest_intact(self) -> CheckpointInfo:
+        """The newest checkpoint that verifies completely; warns about each newer one that does not."""
+        infos = self.checkpoints
+        if not infos:
+            raise CheckpointNotFoundError(f"no checkpoint named {self.name}-<step> in {self.directory} yet",
+                                          path=self.directory)
+        skipped = []
+        for info in reversed(infos):
+            result = check_bundle(info.prefix)
+            if result.ok:
+                if skipped:
+                    message = (f"ckpt.Manager: skipped damaged checkpoint(s) {_describe(skipped)}; restoring "
+                               f"{info.prefix} instead (a later save of a skipped step replaces it)")
+                    warnings.warn(message, CorruptCheckpointWarning, stacklevel=3)
+                return info
+            skipped.append((info.prefix, result.problems[0]))
+            self._damaged.add(info.step)
+        raise CorruptCheckpointError(f"every checkpoint of {self.name} in {self.directory} is damaged: "
+                                     f"{_describe(skipped)}; run `ckpt verify {self.directory}` for details",
+                                     path=self.directory)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -545,23 +632,17 @@ class Manager:
             return []
 
     def _sweep_files(self) -> None:
-        """Remove leftovers of interrupted saves: temporary files, and data files without their index."""
+        """Remove leftovers of interrupted saves: temporary files, and this manager's data files without their
+        index. Call only while holding the directory lock."""
+        api.sweep_temporaries(self.directory, self.name)
         entries = self._listdir()
         present = set(entries)
-        record_tmp = f"{self.name}{RECORD_SUFFIX}{TMP_MARKER}"
         for entry in entries:
             match = self._step_re.match(entry)
-            leftover = False
-            if match and TMP_MARKER in entry:
-                leftover = True
-            elif match and match.group(2).startswith("data-") \
+            if match and TMP_MARKER not in entry and match.group(2).startswith("data-") \
                     and f"{self.name}-{match.group(1)}.index" not in present:
-                leftover = True
-            elif entry.startswith(record_tmp):
-                leftover = True
-            if leftover:
                 try:
-                    os.unlink(os.path.join(self.directory, entry))
+                    _fs.unlink(os.path.join(self.directory, entry))
                     logger.info("ckpt.Manager: removed %s, left over by an interrupted save", entry)
                 except FileNotFoundError:
                     pass
@@ -634,7 +715,7 @@ class Manager:
         match = re.match(rf"^{re.escape(self.name)}-(\d+)$", newest)
         if match and not os.path.exists(index_filename(resolve(self.directory, state.model_checkpoint_path))):
             try:
-                os.unlink(os.path.join(self.directory, STATE_FILENAME))
+                _fs.unlink(os.path.join(self.directory, STATE_FILENAME))
             except OSError:
                 pass
 
@@ -652,71 +733,89 @@ class Manager:
                 for info in infos],
         }
         text = json.dumps(record, indent=1, allow_nan=False) + "\n"
-        path = self.record_path
-        tmp = f"{path}{TMP_MARKER}{secrets.token_hex(4)}"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                if self.sync:
-                    os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        if self.sync:
-            fsync_dir(self.directory)
+        _fs.write_atomic(self.record_path, text.encode("utf-8"), sync=self.sync)
 
     def _load_record(self) -> None:
-        path = self.record_path
-        try:
-            with open(path, "rb") as f:
-                raw = f.read(_RECORD_MAX_BYTES + 1)
-        except FileNotFoundError:
+        record = read_record(self.directory, self.name)
+        if record is None:
             return
-        how_to_fix = ("; delete it to rebuild the record from the checkpoints' own metadata (which checkpoints "
-                      "were preserved forever is then lost)")
-        if len(raw) > _RECORD_MAX_BYTES:
-            raise CorruptCheckpointError(f"{path}: too large to be a manager record{how_to_fix}", path=path)
-        try:
-            record = json.loads(raw.decode("utf-8"))
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
-            version = record.get("format")
-            if isinstance(version, int) and version > RECORD_FORMAT:
-                raise UnsupportedError(f"{path}: manager record format {version} is newer than this ckpt "
-                                       f"understands ({RECORD_FORMAT}); upgrade ckpt", path=path)
-            if version != RECORD_FORMAT or record.get("name") != self.name:
-                raise ValueError(f"expected format {RECORD_FORMAT} and name {self.name!r}")
-            last = record.get("last_preserved")
-            if isinstance(last, bool) or not isinstance(last, (int, float)):
-                raise ValueError("last_preserved is not a number")
-            infos, preserved = {}, set()
-            for item in record["checkpoints"]:
-                step = item["step"]
-                if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-                    raise ValueError(f"bad step {step!r}")
-                if item.get("prefix") != f"{self.name}-{step}":
-                    # Deletion only ever targets {name}-{step}: a record naming other files is not trusted.
-                    raise ValueError(f"step {step} has prefix {item.get('prefix')!r}")
-                stamp = item["time"]
-                if isinstance(stamp, bool) or not isinstance(stamp, (int, float)):
-                    raise ValueError(f"step {step}: time is not a number")
-                infos[step] = CheckpointInfo(step, self.prefix_for(step), float(stamp),
-                                             _decode_metrics(item.get("metrics")))
-                if item.get("preserved") is True:
-                    preserved.add(step)
-        except UnsupportedError:
-            raise
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-            raise CorruptCheckpointError(f"{path}: not a valid manager record ({exc}){how_to_fix}",
-                                         path=path) from None
-        self._infos = infos
-        self._preserved = preserved
-        self._last_preserved = float(last)
+        self._infos = dict(record.checkpoints)
+        self._preserved = set(record.preserved)
+        self._last_preserved = record.last_preserved
+
+
+@dataclass(frozen=True)
+class ManagerRecord:
+    """The contents of a ``{name}.manager.json`` record.
+
+    Attributes:
+        checkpoints: step -> CheckpointInfo.
+        preserved: Steps preserved forever.
+        last_preserved: Time of the last checkpoint preserved by ``keep_every_n_hours``.
+    """
+
+    checkpoints: dict[int, CheckpointInfo]
+    preserved: frozenset[int]
+    last_preserved: float
+
+
+def read_record(directory: str | os.PathLike, name: str = "ckpt") -> ManagerRecord | None:
+    """Read the record of manager ``name`` in ``directory``; None when there is none.
+
+    Raises:
+        CorruptCheckpointError: the file is not a valid record (the message says how to recover).
+        UnsupportedError: the record was written by a newer ckpt.
+    """
+    directory = os.fspath(directory)
+    path = os.path.join(directory, f"{name}{RECORD_SUFFIX}")
+    try:
+        with open(path, "rb") as f:
+            # read(n) allocates n bytes up front: ask only for what the file holds (plus one, to see a cap hit).
+            raw = f.read(min(os.fstat(f.fileno()).st_size, _RECORD_MAX_BYTES) + 1)
+    except FileNotFoundError:
+        return None
+    how_to_fix = ("; delete it to rebuild the record from the checkpoints' own metadata (which checkpoints "
+                  "were preserved forever is then lost)")
+    if len(raw) > _RECORD_MAX_BYTES:
+        raise CorruptCheckpointError(f"{path}: too large to be a manager record{how_to_fix}", path=path)
+    try:
+        record = json.loads(raw.decode("utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        version = record.get("format")
+        if isinstance(version, int) and not isinstance(version, bool) and version > RECORD_FORMAT:
+            raise UnsupportedError(f"{path}: manager record format {version} is newer than this ckpt "
+                                   f"understands ({RECORD_FORMAT}); upgrade ckpt", path=path)
+        if version != RECORD_FORMAT or record.get("name") != name:
+            raise ValueError(f"expected format {RECORD_FORMAT} and name {name!r}")
+        last = record.get("last_preserved")
+        if isinstance(last, bool) or not isinstance(last, (int, float)):
+            raise ValueError("last_preserved is not a number")
+        infos, preserved = {}, set()
+        for item in record["checkpoints"]:
+            step = item["step"]
+            if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+                raise ValueError(f"bad step {step!r}")
+            if item.get("prefix") != f"{name}-{step}":
+                # Deletion only ever targets {name}-{step}: a record naming other files is not trusted.
+                raise ValueError(f"step {step} has prefix {item.get('prefix')!r}")
+            stamp = item["time"]
+            if isinstance(stamp, bool) or not isinstance(stamp, (int, float)):
+                raise ValueError(f"step {step}: time is not a number")
+            infos[step] = CheckpointInfo(step, os.path.join(directory, f"{name}-{step}"), float(stamp),
+                                         _decode_metrics(item.get("metrics")))
+            if item.get("preserved") is True:
+                preserved.add(step)
+    except UnsupportedError:
+        raise
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as exc:
+        raise CorruptCheckpointError(f"{path}: not a valid manager record ({exc}){how_to_fix}",
+                                     path=path) from None
+    return ManagerRecord(infos, frozenset(preserved), float(last))
+
+
+def _describe(skipped: list[tuple[str, Exception]]) -> str:
+    return "; ".join(f"{prefix} ({problem})" for prefix, problem in skipped)
 
 
 def _answer(policy: Any, answer: Sequence[Any], expected: int) -> list[bool]:

@@ -7,6 +7,10 @@ the same state tree as the optimizer; parameters no module names fall back to ``
 
 Tied tensors (one storage under several names, e.g. shared embedding and output weights) are stored once; the
 other names are recorded as aliases, and restoring the storage restores every name that shares it.
+
+A module can choose its own checkpoint names: ``__ckpt_names__()`` returning ``{state_dict key: name}`` replaces
+the ``.`` -> ``/`` rule for those keys (the graph modules of ``ckpt.graph.to_torch`` use it to write TensorFlow's
+variable names back). It applies to the module's own keys, under its path in the tree when it is a submodule.
 """
 
 from __future__ import annotations
@@ -74,8 +78,22 @@ def from_numpy(array: np.ndarray) -> torch.Tensor:
 def prescan(obj: Any, name: str, ctx: Context) -> None:
     """Learn every module parameter's name before an optimizer refers to it."""
     if isinstance(obj, torch.nn.Module):
+        renamed = _ckpt_names(obj)
         for pname, param in obj.named_parameters(remove_duplicate=False):
-            ctx.param_names.setdefault(id(param), join(name, pname.replace(".", "/")))
+            parts = renamed.get(pname)
+            ctx.param_names.setdefault(id(param), join(name, "/".join(parts) if parts else pname.replace(".", "/")))
+
+
+def _ckpt_names(module: torch.nn.Module) -> dict[str, list[str]]:
+    """``state_dict`` key -> name parts, for the keys of (sub)modules that define ``__ckpt_names__()``."""
+    found: dict[str, list[str]] = {}
+    for path, sub in module.named_modules(remove_duplicate=False):
+        if not callable(getattr(type(sub), "__ckpt_names__", None)):
+            continue
+        # The chosen name stays one part: "W" and "W/Adam" are siblings in the spec, not a leaf with a child.
+        for key, ckpt_name in sub.__ckpt_names__().items():
+            found[f"{path}.{key}" if path else key] = (path.split(".") if path else []) + [ckpt_name]
+    return found
 
 
 # ----------------------------------------------------------------------------------------------- walking
@@ -140,8 +158,9 @@ def _is_node(value: dict) -> bool:
 def _module(module: torch.nn.Module, name: str, ctx: Context):
     items = []
     extra = []
+    renamed = _ckpt_names(module)
     for key, value in module.state_dict(keep_vars=True).items():
-        parts = key.split(".")
+        parts = renamed.get(key) or key.split(".")
         full = join(name, "/".join(parts))
         if isinstance(value, torch.Tensor):
             node, _ = tensor_leaf(value, full, ctx)

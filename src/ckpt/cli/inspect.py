@@ -1,4 +1,4 @@
-"""``ckpt inspect``: what is in a checkpoint (the successor of TensorFlow's ``inspect_checkpoint``)."""
+"""``ckpt inspect``: what is in a checkpoint of any format (the successor of TensorFlow's ``inspect_checkpoint``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import sys
 
 import numpy as np
 
+from .._summary import summarize
 from ..format.state_file import find_checkpoints
-from ..reader import Reader
+from ..reader import NAMES, Reader
 from ._output import array_to_json, escape, human_bytes, print_json, shape_str, table
 
 EXAMPLES = """examples:
@@ -18,30 +19,45 @@ EXAMPLES = """examples:
   ckpt inspect model/ --tensor alpha          print one tensor's value
   ckpt inspect model/ --all --precision 3     print every value
   ckpt inspect model/ --json | jq '.tensors[].name'
+  ckpt inspect model.safetensors --summary    parameters and bytes per top-level scope
+  ckpt inspect pytorch_model.bin --summary --depth 3
+  ckpt inspect tf2/ckpt-3 --names clean       model/dense/kernel instead of .../.ATTRIBUTES/VARIABLE_VALUE
 """
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "inspect", help="list the tensors of a checkpoint (name, dtype, shape, size) and print values",
-        description="List a checkpoint's tensors sorted by name, with totals; optionally print values.",
+        description="List a checkpoint's tensors sorted by name, with totals; optionally print values. Reads "
+                    "TensorFlow checkpoints, safetensors (single or sharded), PyTorch state dicts (.pt/.bin/.pth, "
+                    "weights only), NumPy .npz and Keras .weights.h5; the format is detected from the content.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("path", help="checkpoint prefix, one of its files, or a directory (its newest checkpoint)")
+    p.add_argument("path", help="checkpoint prefix, one of its files, a directory (its newest checkpoint), or a "
+                                "file of another format")
     p.add_argument("--tensor", "-t", action="append", metavar="NAME", help="print this tensor's value (repeatable)")
     p.add_argument("--all", action="store_true", help="print every tensor's value")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--precision", type=int, default=None, help="digits after the decimal point when printing")
     p.add_argument("--full", action="store_true", help="print whole arrays instead of summarising large ones")
     p.add_argument("--no-verify", action="store_true", help="skip tensor checksums when printing values")
+    p.add_argument("--summary", action="store_true",
+                   help="print parameters and bytes per scope (top-level name prefix) instead of every tensor")
+    p.add_argument("--depth", type=int, default=1, metavar="N",
+                   help="scope depth for --summary and the JSON 'scopes' (default 1: model/..., optimizer/...)")
+    p.add_argument("--names", choices=NAMES, default="raw",
+                   help="'clean': TensorFlow 2 object paths (model/dense/kernel) and Keras layer names")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     picked_dir = os.path.isdir(args.path)
-    with Reader(args.path, verify_checksums=not args.no_verify) as reader:
-        entries = [reader.entry(name) for name in reader.keys()]
+    if args.depth < 1:
+        raise SystemExit("ckpt inspect: error: --depth must be at least 1")
+    with Reader(args.path, verify_checksums=not args.no_verify, names=args.names) as reader:
+        entries = [reader.info(name) for name in reader.keys()]
+        scopes = summarize(entries, args.depth)
         others = []
-        if picked_dir:
+        if picked_dir and reader.format == "tensorflow":
             others = [p for p in find_checkpoints(args.path) if os.path.abspath(p) != os.path.abspath(reader.prefix)]
         wanted = reader.keys() if args.all else list(dict.fromkeys(args.tensor or []))
         values = {name: reader[name] for name in wanted}  # raises a clear error for unknown names
@@ -50,25 +66,34 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print_json({
                 "checkpoint": reader.prefix,
+                "format": reader.format,
                 "others": others,
-                "tensors": [{"name": e.name, "dtype": e.dtype.name, "shape": list(e.shape),
+                "tensors": [{"name": e.name, "dtype": e.dtype, "shape": list(e.shape),
                              "elements": e.num_elements, "bytes": e.nbytes, "shard": e.shard, "offset": e.offset,
-                             "partitioned": bool(e.slices)} for e in entries],
+                             "partitioned": e.partitioned} for e in entries],
                 "total": {"tensors": len(entries), "elements": total_elems, "bytes": total_bytes},
+                "scopes": [{"scope": sc.scope, "tensors": sc.tensors, "parameters": sc.parameters,
+                            "bytes": sc.bytes, "dtypes": list(sc.dtypes)} for sc in scopes],
                 "metadata": reader.metadata,
                 "values": {name: array_to_json(np.asarray(v)) for name, v in values.items()},
             })
             return 0
-        if picked_dir:
+        kind = "" if reader.format == "tensorflow" else f" ({reader.format})"
+        if picked_dir and reader.format == "tensorflow":
             print(f"checkpoint: {escape(reader.prefix)} (newest in {escape(args.path)})")
             if others:
                 print(f"others:     {', '.join(escape(os.path.basename(p)) for p in others)}")
         else:
-            print(f"checkpoint: {escape(reader.prefix)}")
+            print(f"checkpoint: {escape(reader.prefix)}{kind}")
         print()
-        rows = [[escape(e.name), e.dtype.name + (" (partitioned)" if e.slices else ""), shape_str(e.shape),
-                 f"{e.num_elements:,}", human_bytes(e.nbytes)] for e in entries]
-        table(rows, ["name", "dtype", "shape", "elements", "bytes"], right=(3, 4))
+        if args.summary:
+            rows = [[escape(sc.scope), f"{sc.tensors:,}", f"{sc.parameters:,}", human_bytes(sc.bytes),
+                     ", ".join(sc.dtypes)] for sc in scopes]
+            table(rows, ["scope", "tensors", "parameters", "bytes", "dtypes"], right=(1, 2, 3))
+        else:
+            rows = [[escape(e.name), e.dtype + (" (partitioned)" if e.partitioned else ""), shape_str(e.shape),
+                     f"{e.num_elements:,}", human_bytes(e.nbytes)] for e in entries]
+            table(rows, ["name", "dtype", "shape", "elements", "bytes"], right=(3, 4))
         print(f"\n{len(entries)} tensors, {total_elems:,} elements, {human_bytes(total_bytes)}")
         if reader.metadata:
             print(f"metadata: {reader.metadata}")

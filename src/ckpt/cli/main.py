@@ -10,7 +10,12 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import CheckpointError
+from . import freeze as freeze_cmd
+from . import graph as graph_cmd
+from . import convert as convert_cmd
+from . import diff as diff_cmd
 from . import inspect as inspect_cmd
+from . import verify as verify_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ckpt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     inspect_cmd.add_parser(sub)
+    verify_cmd.add_parser(sub)
+    convert_cmd.add_parser(sub)
+    diff_cmd.add_parser(sub)
+    graph_cmd.add_parser(sub)
+    freeze_cmd.add_parser(sub)
     return parser
 
 

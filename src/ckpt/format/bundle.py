@@ -6,7 +6,9 @@ times item size and against the data file's length (so a forged header cannot ca
 payload CRCs when a tensor is read.
 
 Writing is crash-safe at the level of one bundle: data and index go to temporary names, are fsync'd, and are renamed
-into place data first and index last, so a ``.index`` file only ever appears next to complete data. (Updating the
+into place data first and index last, so a ``.index`` file only ever appears next to complete data; then the
+directory is fsync'd. A write that fails removes everything it created, including files it already renamed into
+place. Every file-system call goes through ``ckpt._fs`` (the seam the fault-injection tests wrap). (Updating the
 ``checkpoint`` state file, retention and locking live above this module.)
 """
 
@@ -23,7 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import (ChecksumMismatchError, CheckpointNotFoundError, CorruptCheckpointError,
+from .. import _fs
+from .._fs import TMP_MARKER, fsync_dir
+from ..errors import (CheckpointError, ChecksumMismatchError, CheckpointNotFoundError, CorruptCheckpointError,
                       DTypeNotSupportedError, UnsupportedError)
 from . import dtypes as _dtypes
 from ._crc import crc32c, mask, unmask
@@ -33,13 +37,15 @@ from .protos import tensor_bundle_pb2
 from .slices import encode_slice_key, is_slice_key
 from .table import TableReader, TableWriter
 
-__all__ = ["TensorEntry", "BundleReader", "BundleWriter", "data_filename", "index_filename", "TMP_MARKER"]
+__all__ = ["TensorEntry", "BundleReader", "BundleWriter", "BundleCheck", "check_bundle", "data_filename",
+           "index_filename", "TMP_MARKER", "fsync_dir"]
 
 HEADER_KEY = b""
 BUNDLE_VERSION = 1  # kTensorBundleVersion: written as producer; readers must accept min_consumer <= this
 MAX_RANK = 254  # TensorFlow's TensorShape limit; deeper shapes in a file are corrupt
-TMP_MARKER = ".tmp-"  # temporary files of an unfinished save carry this in their name
-_WRITE_CHUNK = 1 << 30  # bytes per write call: below Linux's 2 GiB - 4 KiB cap on a single write
+# Data files mapped when a bundle is opened, so that a reader keeps working if the checkpoint is deleted later
+# (POSIX). Each map holds a file descriptor, so bundles with more shards map the rest on first use.
+_EAGER_SHARDS = 256
 
 
 def index_filename(prefix: str) -> str:
@@ -104,9 +110,10 @@ class TensorEntry:
 class BundleReader:
     """Random access to the tensors of one bundle.
 
-    Opening reads the index footer, index block and header only. Tensors are read on demand; POD tensors come
-    back as read-only views of a memory-mapped data file (copied only when byte-swapping is needed).
-    Reading from several threads is safe.
+    Opening reads the index footer, index block and header only, and memory-maps the data files (without reading
+    them), so that on POSIX systems a reader keeps working when the checkpoint's files are deleted or replaced
+    after it was opened. Tensors are read on demand; POD tensors come back as read-only views of a memory-mapped
+    data file (copied only when byte-swapping is needed). Reading from several threads is safe.
 
     Args:
         prefix: The checkpoint prefix (``.../model.ckpt-30``).
@@ -153,6 +160,12 @@ class BundleReader:
                 path=self.index_path, key="", expected="1..100000", found=header.num_shards)
         self.num_shards = header.num_shards
         self.big_endian = header.endianness == tensor_bundle_pb2.BundleHeaderProto.BIG
+        if self.num_shards <= _EAGER_SHARDS:
+            for shard in range(self.num_shards):
+                try:
+                    self._maps[shard] = _map_file(data_filename(self.prefix, shard, self.num_shards))
+                except OSError:
+                    pass  # reported, with the tensor that needs it, when a tensor of this shard is read
 
     # ------------------------------------------------------------------ index
 
@@ -252,9 +265,7 @@ class BundleReader:
                 return found
             path = data_filename(self.prefix, shard, self.num_shards)
             try:
-                with open(path, "rb") as f:
-                    size = os.fstat(f.fileno()).st_size
-                    buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+                buf, size = _map_file(path)
             except FileNotFoundError:
                 raise CorruptCheckpointError(
                     f"{path}: data file is missing (tensor {name!r} is stored in it); the checkpoint is incomplete",
@@ -262,7 +273,7 @@ class BundleReader:
             self._maps[shard] = (buf, size)
             return buf, size
 
-    def _payload(self, entry: TensorEntry) -> memoryview:
+    def _payload(self, entry: TensorEntry, verify: bool | None = None) -> memoryview:
         buf, file_size = self._shard(entry.shard, entry.name)
         path = data_filename(self.prefix, entry.shard, self.num_shards)
         if entry.offset + entry.size > file_size:
@@ -271,7 +282,7 @@ class BundleReader:
                 f"file has {file_size}; it is truncated", path=path, key=entry.name, offset=entry.offset,
                 expected=entry.offset + entry.size, found=file_size)
         view = memoryview(buf)[entry.offset:entry.offset + entry.size]
-        if self.verify_checksums and not entry.dtype.is_string:
+        if (self.verify_checksums if verify is None else verify) and not entry.dtype.is_string:
             actual = crc32c(view)
             if actual != entry.crc32c:
                 raise ChecksumMismatchError(
@@ -312,7 +323,7 @@ class BundleReader:
             array = _byteswapped(array)
         return array
 
-    def _decode_strings(self, entry: TensorEntry, view: memoryview) -> np.ndarray:
+    def _decode_strings(self, entry: TensorEntry, view: memoryview, verify: bool | None = None) -> np.ndarray:
         path = data_filename(self.prefix, entry.shard, self.num_shards)
         data = bytes(view)
         n = entry.num_elements
@@ -333,7 +344,7 @@ class BundleReader:
         (stored_len_crc,) = struct.unpack_from("<I", data, pos)
         order = ">" if self.big_endian else "<"
         len_crc = crc32c(_fixed_lengths(lengths, order))
-        if self.verify_checksums:
+        if self.verify_checksums if verify is None else verify:
             if unmask(stored_len_crc) != len_crc:
                 raise ChecksumMismatchError(
                     f"{path}: length checksum mismatch in string tensor {entry.name!r}", path=path, key=entry.name,
@@ -353,6 +364,16 @@ class BundleReader:
 
     def _assemble(self, entry: TensorEntry) -> np.ndarray:
         """Build a partitioned tensor from its slice entries, after checking that they tile it exactly."""
+        pieces = self._slice_parts(entry)
+        # Read (and bounds-check) every slice before allocating, so a forged shape cannot cause a huge allocation.
+        values = [(box, self.read_entry(part)) for box, part in pieces]
+        out = np.empty(entry.shape, dtype=entry.dtype.numpy)
+        for box, value in values:
+            out[tuple(slice(s, s + n) for s, n in box)] = value
+        return out
+
+    def _slice_parts(self, entry: TensorEntry) -> list[tuple[tuple[tuple[int, int], ...], TensorEntry]]:
+        """The slice entries of a partitioned tensor with their boxes, checked to tile it exactly."""
         path = self.index_path
         name = entry.name
         pieces = []
@@ -381,12 +402,68 @@ class BundleReader:
             raise CorruptCheckpointError(
                 f"{path}: the slices of tensor {name!r} cover {covered} of its {entry.num_elements} elements",
                 path=path, key=name, expected=entry.num_elements, found=covered)
-        # Read (and bounds-check) every slice before allocating, so a forged shape cannot cause a huge allocation.
-        values = [(box, self.read_entry(part)) for box, part in pieces]
-        out = np.empty(entry.shape, dtype=entry.dtype.numpy)
-        for box, value in values:
-            out[tuple(slice(s, s + n) for s, n in box)] = value
-        return out
+        return pieces
+
+    # ------------------------------------------------------------------ verification
+
+    def check_entry(self, entry: TensorEntry) -> int:
+        """Check one tensor completely without building its value: bounds, size, and checksums (always, whatever
+        ``verify_checksums`` says), string lengths, and for a partitioned tensor every slice and how they tile it.
+
+        Returns:
+            The number of payload bytes checked.
+
+        Raises:
+            CorruptCheckpointError: what is wrong (``ChecksumMismatchError`` for a bad checksum).
+        """
+        if entry.slices:
+            return sum(self.check_entry(part) for _, part in self._slice_parts(entry))
+        view = self._payload(entry, verify=True)
+        if entry.dtype.is_string:
+            self._decode_strings(entry, view, verify=True)
+        return entry.size
+
+    def check(self) -> BundleCheck:
+        """Read the whole bundle and collect every problem instead of stopping at the first.
+
+        Checks every index block's checksum (data blocks and the metaindex block too), that keys are sorted, every
+        entry, that every data file exists, and every tensor as :meth:`check_entry` does.
+        """
+        problems: list[CheckpointError] = []
+        missing: dict[int, int] = {}  # shard -> tensors stored in it
+        for shard, path in enumerate(self.data_files()):
+            if shard not in self._maps and not os.path.isfile(path):
+                missing[shard] = 0
+        tensors = checked = 0
+        for item in self._table.scan():
+            if isinstance(item, CheckpointError):
+                problems.append(item)
+                continue
+            key, value = item
+            if key == HEADER_KEY or is_slice_key(key):
+                continue  # slices are checked through the partitioned tensor that lists them
+            try:
+                entry = self._parse_entry(key, value)
+                parts = [p for _, p in self._slice_parts(entry)] if entry.slices else [entry]
+                if any(p.shard in missing for p in parts):
+                    for p in parts:
+                        if p.shard in missing:
+                            missing[p.shard] += 1
+                    continue
+                checked += self.check_entry(entry)
+                tensors += 1
+            except CheckpointError as exc:
+                problems.append(exc)
+            except OSError as exc:  # e.g. a data file that exists but cannot be opened
+                path = getattr(exc, "filename", None) or self.prefix
+                problems.append(CorruptCheckpointError(f"{path}: cannot be read ({exc.strerror or exc})", path=path,
+                                                       key=_decode_name(key)))
+        for shard, count in missing.items():
+            path = data_filename(self.prefix, shard, self.num_shards)
+            problems.append(CorruptCheckpointError(
+                f"{path}: data file is missing ({count} tensor(s) are stored in it); the checkpoint is incomplete",
+                path=path))
+        return BundleCheck(self.prefix, tuple(problems), tensors, checked)
 
     def close(self) -> None:
         """Release the memory maps. Arrays already returned stay valid (they keep their map alive)."""
@@ -405,6 +482,50 @@ class BundleReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class BundleCheck:
+    """What :meth:`BundleReader.check` found.
+
+    Attributes:
+        prefix: The bundle checked.
+        problems: Every problem, as the error reading would raise (``path``, ``key`` and the message say where
+            and what); empty when the bundle is intact.
+        tensors: Tensors checked completely.
+        bytes: Payload bytes checked.
+    """
+
+    prefix: str
+    problems: tuple[CheckpointError, ...]
+    tensors: int
+    bytes: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_bundle(prefix: str | os.PathLike) -> BundleCheck:
+    """Check the bundle at ``prefix`` completely (see :meth:`BundleReader.check`); problems opening it (a missing
+    or unreadable index) are reported the same way, never raised."""
+    prefix = os.fspath(prefix)
+    try:
+        reader = BundleReader(prefix)
+    except CheckpointError as exc:
+        return BundleCheck(prefix, (exc,), 0, 0)
+    except OSError as exc:
+        path = index_filename(prefix)
+        return BundleCheck(prefix, (CorruptCheckpointError(f"{path}: cannot be read ({exc})", path=path),), 0, 0)
+    with reader:
+        return reader.check()
+
+
+def _map_file(path: str) -> tuple[mmap.mmap | bytes, int]:
+    """A read-only map of the whole file and its size (``b""`` for an empty file, which cannot be mapped)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        return (mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""), size
 
 
 def _slice_spec(extents: Sequence[tuple[int, int]]) -> str:
@@ -457,15 +578,11 @@ class _Shard:
     def __init__(self, tmp: str, final: str) -> None:
         self.tmp = tmp
         self.final = final
-        self.fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+        self.fd = _fs.create(tmp)
         self.size = 0
 
     def write(self, data) -> None:
-        view = memoryview(data).cast("B")
-        while view:
-            written = os.write(self.fd, view[:_WRITE_CHUNK])
-            view = view[written:]
-            self.size += written
+        self.size += _fs.write_all(self.fd, data)
 
 
 def _pod_bytes(array: np.ndarray) -> np.ndarray:
@@ -485,7 +602,8 @@ class BundleWriter:
     Args:
         prefix: Checkpoint prefix to create.
         num_shards: Number of data files; tensors go to the least-filled one.
-        sync: fsync files and the directory before returning from :meth:`finish` (durable on power loss).
+        sync: fsync files and the directory before returning from :meth:`finish` (durable on power loss):
+            every data file and the index before any of them is renamed into place, the directory after.
     """
 
     def __init__(self, prefix: str | os.PathLike, *, num_shards: int = 1, sync: bool = True) -> None:
@@ -495,6 +613,7 @@ class BundleWriter:
         self.sync = sync
         token = secrets.token_hex(4)
         self._token = token
+        self._placed: list[str] = []  # final names already renamed into place (removed again on failure)
         self._shards: list[_Shard] = []
         self._entries: dict[bytes, tensor_bundle_pb2.BundleEntryProto] = {}
         self._done = False
@@ -606,7 +725,12 @@ class BundleWriter:
         return table.finish()
 
     def finish(self) -> list[str]:
-        """Write the index and move every file into place. Returns the final file names, index last."""
+        """Write the index and move every file into place. Returns the final file names, index last.
+
+        Order: fsync and close each data file; write, fsync and close the index; rename the data files, then the
+        index, into place; fsync the directory. If any step fails, every file this writer created is removed again
+        (the index first, so the checkpoint never looks complete), and the error is raised.
+        """
         if self._done:
             raise RuntimeError("BundleWriter is already finished")
         index_final = index_filename(self.prefix)
@@ -614,27 +738,27 @@ class BundleWriter:
         try:
             for shard in self._shards:
                 if self.sync:
-                    os.fsync(shard.fd)
-                os.close(shard.fd)
-                shard.fd = -1
+                    _fs.fsync(shard.fd)
+                fd, shard.fd = shard.fd, -1
+                _fs.close(fd)
             data = self.index_bytes()
-            fd = os.open(index_tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+            fd = _fs.create(index_tmp)
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view[:_WRITE_CHUNK]):]
+                _fs.write_all(fd, data)
                 if self.sync:
-                    os.fsync(fd)
+                    _fs.fsync(fd)
             finally:
-                os.close(fd)
+                _fs.close(fd)
             # An older checkpoint at the same prefix stops existing before its data files are replaced.
             if os.path.lexists(index_final):
-                os.unlink(index_final)
+                _fs.unlink(index_final)
             for shard in self._shards:
-                os.replace(shard.tmp, shard.final)
-            os.replace(index_tmp, index_final)
+                _fs.replace(shard.tmp, shard.final)
+                self._placed.append(shard.final)
+            _fs.replace(index_tmp, index_final)
+            self._placed.insert(0, index_final)
             if self.sync:
-                fsync_dir(os.path.dirname(index_final) or ".")
+                _fs.fsync_dir(os.path.dirname(index_final))
         except BaseException:
             self.abort(extra=[index_tmp])
             raise
@@ -642,20 +766,22 @@ class BundleWriter:
         return [s.final for s in self._shards] + [index_final]
 
     def abort(self, extra: Sequence[str] = ()) -> None:
-        """Close and delete the temporary files; nothing of this bundle is left behind."""
+        """Close and delete every file this writer created (temporary or already renamed into place, the index
+        first); nothing of this bundle is left behind."""
         self._done = True
         for shard in self._shards:
             if shard.fd >= 0:
+                fd, shard.fd = shard.fd, -1
                 try:
-                    os.close(shard.fd)
+                    _fs.close(fd)
                 except OSError:
                     pass
-                shard.fd = -1
-        for path in [s.tmp for s in self._shards] + list(extra):
+        for path in self._placed + [s.tmp for s in self._shards] + list(extra):
             try:
-                os.unlink(path)
+                _fs.unlink(path)
             except OSError:
                 pass
+        self._placed = []
 
     def __enter__(self) -> BundleWriter:
         return self
@@ -665,15 +791,4 @@ class BundleWriter:
             self.abort()
 
 
-def fsync_dir(path: str) -> None:
-    """fsync a directory so that renames inside it survive a power loss (no-op where unsupported)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+

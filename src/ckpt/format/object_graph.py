@@ -13,7 +13,9 @@ uses each ``SerializedTensor.checkpoint_key``. ckpt does the same to build *clea
   (``model/table/OBJECT_CONFIG_JSON``);
 * an optimizer slot is attached to its variable, under the optimizer:
   ``<optimizer path>/<variable path>/<slot name>``, e.g. ``optimizer/model/layer/kernel/m``, the same shape as
-  ckpt's PyTorch names (``optimizer/model/fc1/weight/exp_avg``);
+  ckpt's PyTorch names (``optimizer/model/fc1/weight/exp_avg``). Slots are TensorFlow's ``slot_variables``; for
+  Keras 3 optimizers, which have none, the slot lists that parallel ``_trainable_variables`` (``_momentums``,
+  ``_velocities``) give ``optimizer/model/dense/kernel/momentum`` and ``.../velocity``;
 * when an object is reachable by several paths (Keras 3 models are also tracked by their optimizer's
   ``_trainable_variables`` list), the path whose last step is a named attribute wins over one ending in a list
   index, then the shorter path, then TensorFlow's own breadth-first order;
@@ -115,6 +117,53 @@ def _strip_private(paths: dict[int, tuple[str, ...]]) -> dict[int, tuple[str, ..
     return out
 
 
+def _singular(name: str) -> str:
+    name = name.lstrip("_")
+    if name.endswith("ies"):
+        return name[:-3] + "y"
+    return name[:-1] if name.endswith("s") and not name.endswith("ss") else name
+
+
+def _slots(graph):
+    """``(optimizer node, variable node, slot name, slot node)`` for every optimizer slot in the graph.
+
+    Two kinds: TensorFlow's own ``slot_variables`` (``tf.compat.v1`` and ``tf.keras`` optimizers, slot names
+    ``m``, ``v``, ``momentum``), and Keras 3 optimizers, which track their variables in a ``_trainable_variables``
+    list and keep each kind of slot in a list of the same length, in the same order (``_momentums``,
+    ``_velocities``): element ``i`` of such a list is the slot of variable ``i``, named by the list in the singular
+    (``momentum``, ``velocity``), as Keras names the variables themselves.
+    """
+    nodes = graph.nodes
+    for node_id, node in enumerate(nodes):
+        for slot in node.slot_variables:
+            yield node_id, slot.original_variable_node_id, slot.slot_name, slot.slot_variable_node_id
+        children = {ref.local_name: ref.node_id for ref in node.children if 0 <= ref.node_id < len(nodes)}
+        tracked = children.get("_trainable_variables")
+        if tracked is None:
+            continue
+        variables = _indexed(nodes[tracked])
+        if not variables:
+            continue
+        for list_name, list_id in children.items():
+            if list_name in ("_trainable_variables", "_variables") or list_id == tracked:
+                continue
+            elements = _indexed(nodes[list_id])
+            if elements is None or len(elements) != len(variables) or set(elements) & set(variables):
+                continue
+            if not all(nodes[e].attributes and not nodes[e].children for e in elements):
+                continue
+            for var, slot_node in zip(variables, elements):
+                yield node_id, var, _singular(list_name), slot_node
+
+
+def _indexed(node) -> list[int] | None:
+    """The element node ids of a list-like object (children named 0, 1, ... n-1 and nothing else), else None."""
+    refs = list(node.children)
+    if not refs or [r.local_name for r in refs] != [str(i) for i in range(len(refs))]:
+        return None
+    return [r.node_id for r in refs]
+
+
 def clean_names(data: bytes, keys: set[str] | None = None, *, path: str | None = None) -> dict[str, str]:
     """Map each raw bundle key named by the object graph ``data`` to its clean name (see the module docstring).
 
@@ -141,12 +190,10 @@ def clean_names(data: bytes, keys: set[str] | None = None, *, path: str | None =
                 proposed[key] = name
 
     # Slot variables first: a slot reachable through ordinary children too is still named after its variable.
-    for node_id, node in enumerate(graph.nodes):
-        for slot in node.slot_variables:
-            owner, var, slot_node = node_id, slot.original_variable_node_id, slot.slot_variable_node_id
-            if not 0 <= slot_node < len(graph.nodes) or var not in paths or owner not in paths:
-                continue
-            add(slot_node, paths[owner] + paths[var] + (slot.slot_name,))
+    for owner, var, slot_name, slot_node in _slots(graph):
+        if not 0 <= slot_node < len(graph.nodes) or var not in paths or owner not in paths:
+            continue
+        add(slot_node, paths[owner] + paths[var] + (slot_name,))
     for node_id, base in paths.items():
         add(node_id, base)
 

@@ -4,20 +4,22 @@ The file is a text-format ``CheckpointState``. ckpt writes it atomically (tempor
 paths relative to the directory, so a directory can be moved or copied. When reading, a relative path is joined
 to the directory; an absolute path that no longer exists (the directory came from another machine) is looked up
 by its base name inside the directory. A missing, empty or garbled file is not an error: ``latest`` then scans
-the directory for complete checkpoints.
+the directory for complete checkpoints. ``latest(..., verify=True)`` also reads every candidate completely and
+skips, with a warning, the ones that do not verify.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import secrets
+import warnings
 from dataclasses import dataclass, field
 
 from google.protobuf import text_format
 
-from ..errors import CorruptCheckpointError
-from .bundle import TMP_MARKER, fsync_dir, index_filename
+from .. import _fs
+from ..errors import CorruptCheckpointError, CorruptCheckpointWarning
+from .bundle import TMP_MARKER, check_bundle, index_filename
 from .protos import checkpoint_state_pb2
 from .table import FOOTER_SIZE
 
@@ -77,7 +79,9 @@ def read_state(directory: str | os.PathLike, *, filename: str = STATE_FILENAME) 
     path = os.path.join(os.fspath(directory), filename)
     try:
         with open(path, "rb") as f:
-            raw = f.read(16 * 1024 * 1024 + 1)  # a state file is small; refuse to slurp a huge garbage file
+            # A state file is small; refuse to slurp a huge garbage file. (read(n) allocates n bytes up front, so
+            # ask only for what the file holds, plus one byte to notice a file over the cap.)
+            raw = f.read(min(os.fstat(f.fileno()).st_size, 16 * 1024 * 1024) + 1)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return None
     if len(raw) > 16 * 1024 * 1024:
@@ -91,25 +95,14 @@ def read_state(directory: str | os.PathLike, *, filename: str = STATE_FILENAME) 
 
 def write_state(directory: str | os.PathLike, state: CheckpointState, *, filename: str = STATE_FILENAME,
                 sync: bool = True) -> str:
-    """Atomically replace ``directory/checkpoint`` with ``state``. Returns the file's path."""
+    """Atomically replace ``directory/checkpoint`` with ``state``. Returns the file's path.
+
+    The text goes to a temporary file that is fsync'd, renamed over the old file, and then the directory is
+    fsync'd (``sync=False`` skips both fsyncs). Readers see the old or the new file, never a mix.
+    """
     directory = os.fspath(directory)
     path = os.path.join(directory, filename)
-    tmp = f"{path}{TMP_MARKER}{secrets.token_hex(4)}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(state.to_text())
-            f.flush()
-            if sync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    if sync:
-        fsync_dir(directory or ".")
+    _fs.write_atomic(path, state.to_text().encode("utf-8"), sync=sync)
     return path
 
 
@@ -150,14 +143,21 @@ def find_checkpoints(directory: str | os.PathLike) -> list[str]:
     Ordered by step number when every name ends in ``-<step>``, else by the index file's modification time.
     Temporary files of unfinished saves are ignored.
     """
-    directory = os.fspath(directory)
+    return _ordered([p for p in _indexed(os.fspath(directory)) if is_complete(p)])
+
+
+def _indexed(directory: str) -> list[str]:
+    """Prefixes of every ``.index`` file in ``directory`` (complete or not; temporaries excluded)."""
     try:
         names = os.listdir(directory)
     except OSError:
         return []
-    prefixes = [os.path.join(directory, n[: -len(".index")]) for n in names
-                if n.endswith(".index") and TMP_MARKER not in n]
-    found = [p for p in prefixes if is_complete(p)]
+    return [os.path.join(directory, n[: -len(".index")]) for n in names
+            if n.endswith(".index") and TMP_MARKER not in n]
+
+
+def _ordered(found: list[str]) -> list[str]:
+    """Oldest first: by step when every name ends in ``-<step>``, else by the index file's modification time."""
     steps = [_step_of(p) for p in found]
     if found and all(s is not None for s in steps):
         return [p for _, p in sorted(zip(steps, found))]
@@ -171,25 +171,53 @@ def find_checkpoints(directory: str | os.PathLike) -> list[str]:
     return sorted(found, key=lambda p: (mtime(p), p))
 
 
-def latest(directory: str | os.PathLike, *, filename: str = STATE_FILENAME) -> str | None:
+def latest(directory: str | os.PathLike, *, filename: str = STATE_FILENAME, verify: bool = False) -> str | None:
     """The newest complete checkpoint prefix in ``directory``, or None.
 
     The state file is trusted first (its newest entry that is complete on disk); when it is missing, empty,
     garbled, or names nothing that exists, the directory is scanned.
+
+    Args:
+        verify: Also read each candidate completely (every block and tensor checksum, see
+            ``BundleReader.check``) and skip the ones with a problem, with a ``CorruptCheckpointWarning`` naming
+            each skipped checkpoint and why. Candidates are the state file's entries, newest first, then the other
+            complete checkpoints on disk, newest first. Costs one read of each candidate's data.
     """
     directory = os.fspath(directory)
     try:
         state = read_state(directory, filename=filename)
     except CorruptCheckpointError:
         state = None
+    recorded: list[str] = []
     if state is not None:
-        listed = list(state.all_model_checkpoint_paths)
+        recorded = list(state.all_model_checkpoint_paths)
         if state.model_checkpoint_path:
-            listed.append(state.model_checkpoint_path)
-        for recorded in reversed(listed):
-            prefix = resolve(directory, recorded)
+            recorded.append(state.model_checkpoint_path)
+    listed = dict.fromkeys(resolve(directory, entry) for entry in reversed(recorded))  # newest first, no repeats
+    if not verify:
+        for prefix in listed:
             if is_complete(prefix):
                 return prefix
-    found = find_checkpoints(directory)
-    return found[-1] if found else None
+        found = find_checkpoints(directory)
+        return found[-1] if found else None
+    # Here an index that does not even open is a candidate too, so that it is named in the warning.
+    candidates = [p for p in listed if os.path.exists(index_filename(p))]
+    candidates += [p for p in reversed(_ordered(_indexed(directory))) if p not in listed]
+    skipped = []
+    for prefix in candidates:
+        result = check_bundle(prefix)
+        if result.ok:
+            if skipped:
+                warnings.warn(f"ckpt.latest: skipped {_describe(skipped)}; using {prefix}", CorruptCheckpointWarning,
+                              stacklevel=3)
+            return prefix
+        skipped.append((prefix, result.problems[0]))
+    if skipped:
+        warnings.warn(f"ckpt.latest: no checkpoint in {directory} verifies: {_describe(skipped)}",
+                      CorruptCheckpointWarning, stacklevel=3)
+    return None
+
+
+def _describe(skipped: list[tuple[str, Exception]]) -> str:
+    return "; ".join(f"{prefix} ({problem})" for prefix, problem in skipped)
 

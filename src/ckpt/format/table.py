@@ -16,7 +16,7 @@ import bisect
 import struct
 from collections.abc import Iterator
 
-from ..errors import ChecksumMismatchError, CorruptCheckpointError, UnsupportedError
+from ..errors import CheckpointError, ChecksumMismatchError, CorruptCheckpointError, UnsupportedError
 from ._crc import crc32c, mask, unmask
 from ._varint import VarintError, decode_varint, encode_varint
 
@@ -219,7 +219,7 @@ class TableReader:
             raise CorruptCheckpointError(f"{path}: malformed table footer ({exc})", path=path,
                                          offset=size - FOOTER_SIZE) from None
         self._limit = size - FOOTER_SIZE
-        del meta_off, meta_size  # TensorFlow never reads the metaindex block; neither do we.
+        self._meta_handle = (meta_off, meta_size)  # TensorFlow never reads it; only scan() checks it
         index = self._read_block(index_off, index_size, what="index block")
         keys: list[bytes] = []
         handles: list[tuple[int, int]] = []
@@ -353,6 +353,39 @@ class TableReader:
             for key, value in self._block_entries(block, f"data block {i}"):
                 if key >= start:
                     yield key, value
+
+    def scan(self) -> Iterator[tuple[bytes, bytes] | CheckpointError]:
+        """Every ``(key, value)`` of every data block in order, with each problem yielded in its place instead of
+        raised: a block that fails its checksum or does not parse is reported and the rest is still read; keys
+        out of order are reported. The metaindex block, which lookups never read, is checked first."""
+        try:
+            self._read_block(*self._meta_handle, what="metaindex block")
+        except CheckpointError as exc:
+            yield exc
+        last: bytes | None = None
+        for i, (off, size) in enumerate(self._index_handles):
+            what = f"data block {i}"
+            try:
+                block = self._read_block(off, size, what=what)
+            except CheckpointError as exc:
+                yield exc
+                continue
+            entries = self._block_entries(block, what)
+            while True:
+                try:
+                    key, value = next(entries)
+                except StopIteration:
+                    break
+                except CheckpointError as exc:
+                    yield exc
+                    break
+                if last is not None and key <= last:
+                    yield CorruptCheckpointError(
+                        f"{self.path}: keys out of order in the {what} ({key[:64]!r} after {last[:64]!r})",
+                        path=self.path, offset=off)
+                    continue
+                last = key
+                yield key, value
 
     @property
     def num_blocks(self) -> int:

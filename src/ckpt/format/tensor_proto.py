@@ -258,7 +258,7 @@ def tensor_proto_summary(proto: tensor_pb2.TensorProto, *, max_values: int = 8) 
             else:
                 if value.dtype.kind not in "biufc":
                     value = value.astype(np.float32)
-                text = np.array2string(value.reshape(-1) if value.ndim > 1 else value, precision=6,
+                text = np.array2string(value.reshape(-1) if value.ndim > 1 else value, floatmode="unique",
                                        separator=", ", threshold=max_values)
             return f"{head} {text}"
         size = len(proto.tensor_content) if proto.tensor_content else proto.ByteSize()

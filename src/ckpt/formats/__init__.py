@@ -253,6 +253,8 @@ def detect(path: str | os.PathLike) -> str:
     if not os.path.isfile(path):
         if os.path.isfile(path + ".index"):
             return "tensorflow"
+        if os.path.isfile(path + ".index.json"):
+            return "safetensors"  # dir/model.safetensors, written as shards plus model.safetensors.index.json
         if os.path.exists(path):
             raise UnsupportedError(f"{path} is not a regular file", path=path)
         return "tensorflow"  # a prefix that does not exist: the bundle reader lists what is there instead
@@ -261,6 +263,8 @@ def detect(path: str | os.PathLike) -> str:
     base = os.path.basename(path)
     if ".data-" in base and base.rpartition(".data-")[2][5:9] == "-of-":
         return "tensorflow"
+    if path.endswith(".meta") and os.path.isfile(path[: -len(".meta")] + ".index"):
+        return "tensorflow"  # the MetaGraph written beside a TF1 Saver checkpoint names it
     found = _sniff(path)
     if found is not None:
         return found

@@ -72,7 +72,7 @@ class KerasSource(Source):
         parts = name.split("/")
         out: list[str] = []
         for i, part in enumerate(parts):
-            if part == "vars" and i == len(parts) - 2:
+            if part == "vars" and i == len(parts) - 2 and out:
                 group = self._file["/".join(parts[:i + 1])]
                 label = _attr_name(group)
                 if out and out[0] == "layers" and len(out) >= 2 and label:

@@ -27,8 +27,8 @@ from ..errors import CheckpointNotFoundError, CorruptCheckpointError
 from ..format import events as _events
 from ..format.protos import event_pb2, graph_pb2, meta_graph_pb2
 
-__all__ = ["GraphFile", "read_graph_file", "parse_graph_bytes", "write_message", "MAX_GRAPH_BYTES",
-           "resolve_graph_path"]
+__all__ = ["GraphFile", "read_graph_file", "parse_graph_bytes", "write_message", "write_bytes", "MAX_GRAPH_BYTES",
+           "resolve_graph_path", "check_graph_def"]
 
 #: Largest graph file read. Protobuf messages cannot exceed 2 GiB, so anything bigger is not a graph; the check
 #: happens before a byte is read.
@@ -189,8 +189,7 @@ def _meta_plausible(meta: meta_graph_pb2.MetaGraphDef) -> bool:
     if not (meta.HasField("graph_def") or meta.HasField("meta_info_def")):
         return False
     info = meta.meta_info_def
-    if meta.HasField("meta_info_def") and not (info.stripped_op_list.op or info.tensorflow_version or info.tags
-                                               or info.meta_graph_version or meta.HasField("graph_def")):
+    if not meta.HasField("graph_def") and not (info.stripped_op_list.op or info.tensorflow_version):
         return False
     return not meta.HasField("graph_def") or _graph_plausible(meta.graph_def)
 
@@ -198,6 +197,7 @@ def _meta_plausible(meta: meta_graph_pb2.MetaGraphDef) -> bool:
 def _parse_binary(buf: bytes, path: str) -> GraphFile:
     readings: dict[str, object] = {}
     errors: dict[str, str] = {}
+    fallback = None
     for kind, cls in (("meta", meta_graph_pb2.MetaGraphDef), ("graph", graph_pb2.GraphDef)):
         message = cls()
         try:
@@ -207,6 +207,10 @@ def _parse_binary(buf: bytes, path: str) -> GraphFile:
             continue
         if (_meta_plausible if kind == "meta" else _graph_plausible)(message):
             readings[kind] = message
+        elif kind == "graph" and message.node:
+            fallback = message  # decodes, but with nameless or op-less nodes: validation says which
+    if not readings and fallback is not None:
+        readings["graph"] = fallback
     if "meta" in readings and "graph" in readings:
         # Both readings make sense (rare for real files): let the extension decide, defaulting to GraphDef.
         prefer = "meta" if path.endswith(".meta") else "graph"
@@ -257,11 +261,15 @@ def check_graph_def(graph: graph_pb2.GraphDef, path: str) -> None:
 
 def write_message(message, path: str | os.PathLike, *, text: bool = False, sync: bool = True) -> Path:
     """Write a protobuf message as ``tf.io.write_graph`` would (deterministic binary or text), atomically."""
-    path = Path(path)
     data = text_format.MessageToString(message).encode("utf-8") if text else message.SerializeToString(
         deterministic=True)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+    return write_bytes(data, path, sync=sync)
+
+
+def write_bytes(data: bytes, path: str | os.PathLike, *, sync: bool = True) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same directory, fsync'd, then renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{secrets.token_hex(4)}")
     try:
         with open(tmp, "wb") as f:

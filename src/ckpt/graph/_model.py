@@ -44,7 +44,7 @@ _SAVER_COLLECTIONS = frozenset({"savers"})
 _SAVER_NAME = re.compile(r"\Asave(?:_\d+)?(?:/|\Z)")
 _SAVER_TYPES = frozenset({"SaveV2", "RestoreV2", "MergeV2Checkpoints", "ShardedFilename", "ShardedFilespec",
                           "Save", "SaveSlices", "Restore", "RestoreSlice"})
-_INIT_NAME = re.compile(r"\Ainit(?:_\d+|_all_tables)?\Z|/Assign(?:_\d+)?\Z|/Initializer/|/initial_value\Z"
+_INIT_NAME = re.compile(r"\Ainit(?:_\d+|_all_tables)?(?:\Z|/)|/Assign(?:_\d+)?\Z|/Initializer/|/initial_value\Z"
                         r"|\Areport_uninitialized_variables(?:_\d+)?/|/IsInitialized/")
 _INIT_TYPES = frozenset({"Assign", "AssignVariableOp", "VarIsInitializedOp", "IsVariableInitialized"})
 _TRAIN_NAME = re.compile(r"\Agradients(?:_\d+)?/")
@@ -55,6 +55,8 @@ _PASS_THROUGH = frozenset({"Identity", "ReadVariableOp", "Snapshot", "StopGradie
 _PLUMBING = frozenset({"Shape", "ShapeN", "Size", "Rank", "Reshape", "Slice", "StridedSlice", "Squeeze",
                        "ExpandDims", "ConcatV2", "Concat", "Pack", "Unpack", "Identity", "IdentityN", "Cast",
                        "Transpose", "Snapshot", "StopGradient"})
+
+_RANDOM = re.compile(r"Random|TruncatedNormal|Multinomial")  # dropout masks and the like are no predictions
 
 # Output dtypes the attributes alone do not give away.
 _BOOL_OUT = frozenset({"Equal", "NotEqual", "Less", "LessEqual", "Greater", "GreaterEqual", "LogicalAnd",
@@ -171,8 +173,6 @@ class Operation:
         device: Requested device, ``""`` when unplaced.
         node: The underlying ``ckpt.tf.NodeDef`` (treat as read-only).
     """
-
-    __slots__ = ("_graph", "node", "name", "type", "device", "inputs", "__dict__")
 
     def __init__(self, graph: Graph, node) -> None:
         self._graph = graph
@@ -296,16 +296,25 @@ class Graph:
         (None, 784)
     """
 
-    def __init__(self, graph_def, *, meta_graph_def=None, path: str | os.PathLike | None = None,
+    def __init__(self, graph_def=None, *, meta_graph_def=None, path: str | os.PathLike | None = None,
                  validate: bool = True) -> None:
-        self._graph_def = _coerce(graph_def, graph_pb2.GraphDef)
+        if meta_graph_def is None and _is_meta(graph_def):
+            graph_def, meta_graph_def = None, graph_def
+        if graph_def is None and meta_graph_def is None:
+            raise TypeError("Graph() needs a GraphDef or a MetaGraphDef")
         self._meta = _coerce(meta_graph_def, meta_graph_pb2.MetaGraphDef) if meta_graph_def is not None else None
-        if self._meta is not None and self._meta.graph_def is not self._graph_def:
-            if self._meta.graph_def != self._graph_def:
-                meta = meta_graph_pb2.MetaGraphDef()
-                meta.CopyFrom(self._meta)
-                meta.graph_def.CopyFrom(self._graph_def)
-                self._meta = meta
+        if graph_def is not None:
+            graph_def = _coerce(graph_def, graph_pb2.GraphDef)
+            if self._meta is None:
+                self._graph_def = graph_def
+            else:
+                if self._meta.graph_def is not graph_def and self._meta.graph_def != graph_def:
+                    meta = meta_graph_pb2.MetaGraphDef()
+                    meta.CopyFrom(self._meta)
+                    meta.graph_def.CopyFrom(graph_def)
+                    self._meta = meta
+                self._graph_def = self._meta.graph_def
+        else:
             self._graph_def = self._meta.graph_def
         self.path: str | None = os.fspath(path) if path is not None else None
         if validate:
@@ -495,11 +504,8 @@ class Graph:
             elif (_TRAIN_NAME.match(name) or _TRAIN_TYPE.match(op.type) or name in train_ops
                   or any(name.startswith(t + "/") for t in train_ops)):
                 roles[name] = "train"
-            elif op.inputs and any(i.control and roles.get(i.op) == "train" for i in op.inputs):
-                roles[name] = "train"  # waits for training updates: part of the training step
-            elif op.inputs and all(i.op in roles for i in op.inputs) and \
-                    any(roles.get(i.op) == "train" for i in op.inputs):
-                roles[name] = "train"
+            elif any(roles.get(i.op) == "train" for i in op.inputs):
+                roles[name] = "train"  # uses or waits for a training update: part of the training step
         # Producers used only by initializer or saver nodes belong to them (the truncated_normal feeding W/Assign).
         for op in reversed(self._ops):
             if op.name in roles or op.type in VARIABLE_OPS:
@@ -579,7 +585,8 @@ class Graph:
         roles = self._roles
         found = []
         for op in self._ops:
-            if op.name in roles or op.type in _PLUMBING or op.name in self._trivial or not uses_var.get(op.name):
+            if op.name in roles or op.type in _PLUMBING or _RANDOM.search(op.type) or op.name in self._trivial \
+                    or not uses_var.get(op.name):
                 continue
             mine = needs.get(op.name, 0)
             users = [c for c in self._consumers.get(op.name, ()) if c.name not in roles]
@@ -765,20 +772,27 @@ def _message_dict(message) -> dict[str, Any]:
         if fd.message_type is not None:
             value = [_message_dict(v) for v in value] if _is_repeated(fd) else _message_dict(value)
         elif fd.enum_type is not None:
-            names = fd.enum_type.values_by_number
-
-            def name_of(v):
-                return names[v].name if v in names else v
-
-            value = [name_of(v) for v in value] if _is_repeated(fd) else name_of(value)
+            value = [_enum_name(fd, v) for v in value] if _is_repeated(fd) else _enum_name(fd, value)
         elif _is_repeated(fd):
             value = list(value)
         out[fd.name] = value
     return out
 
 
+def _enum_name(fd, number: int):
+    value = fd.enum_type.values_by_number.get(number)
+    return value.name if value is not None else number
+
+
 def _is_repeated(fd) -> bool:
-    return getattr(fd, "is_repeated", None) if hasattr(fd, "is_repeated") else fd.label == fd.LABEL_REPEATED
+    return fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == 3
+
+
+def _is_meta(value) -> bool:
+    if isinstance(value, meta_graph_pb2.MetaGraphDef):
+        return True
+    descriptor = getattr(value, "DESCRIPTOR", None)
+    return getattr(descriptor, "name", None) == "MetaGraphDef"
 
 
 def _coerce(value, cls):

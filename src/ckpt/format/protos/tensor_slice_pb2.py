@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%ckpt/format/protos/tensor_slice.proto\x12\x07\x63kpt.tf\"}\n\x10TensorSliceProto\x12\x30\n\x06\x65xtent\x18\x01 \x03(\x0b\x32 .ckpt.tf.TensorSliceProto.Extent\x1a\x37\n\x06\x45xtent\x12\r\n\x05start\x18\x01 \x01(\x03\x12\x10\n\x06length\x18\x02 \x01(\x03H\x00\x42\x0c\n\nhas_lengthb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%ckpt/format/protos/tensor_slice.proto\x12\x07\x63kpt.tf\"\x82\x01\n\x10TensorSliceProto\x12\x30\n\x06\x65xtent\x18\x01 \x03(\x0b\x32 .ckpt.tf.TensorSliceProto.Extent\x1a<\n\x06\x45xtent\x12\r\n\x05start\x18\x01 \x01(\x03\x12\x10\n\x06length\x18\x02 \x01(\x03H\x00\x42\x11\n\x0fhas_length_hackb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ckpt.format.protos.tensor_slice_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TENSORSLICEPROTO']._serialized_start=50
-  _globals['_TENSORSLICEPROTO']._serialized_end=175
-  _globals['_TENSORSLICEPROTO_EXTENT']._serialized_start=120
-  _globals['_TENSORSLICEPROTO_EXTENT']._serialized_end=175
+  _globals['_TENSORSLICEPROTO']._serialized_start=51
+  _globals['_TENSORSLICEPROTO']._serialized_end=181
+  _globals['_TENSORSLICEPROTO_EXTENT']._serialized_start=121
+  _globals['_TENSORSLICEPROTO_EXTENT']._serialized_end=181
 # @@protoc_insertion_point(module_scope)
