@@ -52,3 +52,11 @@ fuzz: $(STAMP)
 	$(PY) fuzz/fuzz_reader.py --make-corpus build/fuzz-corpus
 	$(PY) fuzz/fuzz_reader.py build/fuzz-corpus -artifact_prefix=build/fuzz- -max_total_time=$(FUZZ_SECONDS) \
 		-timeout=10 -rss_limit_mb=1024
+
+# Benchmark against raw file I/O and the peers (benchmarks/README.md): make bench SIZE=tiny|small|medium|full
+# (default small, a few minutes; full is GPT-2 small with Adam slots + a 3 GiB tensor). Results in benchmarks/results/.
+.PHONY: bench
+
+bench: $(STAMP)
+	$(PIP) install --quiet -e '.[bench]'
+	$(PY) benchmarks/bench.py --size $(or $(SIZE),small)

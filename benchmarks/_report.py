@@ -282,7 +282,8 @@ def chart(run: dict, path: str) -> str | None:
                 if r:
                     xs.append(i - 0.4 + width * (j + 0.5))
                     ys.append(r)
-            ax.bar(xs, ys, width, label=lib, color=colors[lib])
+            ax.bar(xs, ys, width, label=lib, color=colors[lib],
+                   edgecolor="black" if lib == "ckpt" else "none", linewidth=1.2)
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_yscale("log")
         ax.set_xticks(range(len(ops)))

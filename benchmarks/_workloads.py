@@ -18,7 +18,7 @@ MiB = 1 << 20
 SIZES: dict[str, dict] = {
     "tiny": dict(gpt2=dict(vocab=2048, positions=128, hidden=64, layers=2), many=1_000, big_mib=16,
                  lookup=2_000, rounds=1),
-    "small": dict(gpt2=dict(vocab=16384, positions=512, hidden=384, layers=4), many=10_000, big_mib=256,
+    "small": dict(gpt2=dict(vocab=16384, positions=512, hidden=320, layers=4), many=10_000, big_mib=128,
                   lookup=10_000, rounds=3),
     "medium": dict(gpt2=dict(vocab=32768, positions=1024, hidden=768, layers=6), many=10_000, big_mib=1024,
                    lookup=100_000, rounds=3),
@@ -112,7 +112,7 @@ def build(name: str, size: str) -> Workload:
         return _finish(name, shapes, {"step": np.int64}, 1, desc)
     if name == "many":
         n = cfg["many"]
-        # 128 B .. 16 KiB each, mixed 1-D and 2-D; names grouped like layers.
+        # 128 B .. 2 KiB each, mixed 1-D and 2-D; names grouped like layers.
         shapes = {f"layer_{i // 10:05d}/t{i % 10}": (((i % 16) + 1) * 32,) if i % 2 else (((i % 16) + 1) * 4, 8)
                   for i in range(n)}
         wl = _finish(name, shapes, None, 2, "")

@@ -165,6 +165,12 @@ def _summary(records: list[dict]) -> str:
     return "; ".join(parts)
 
 
+def _takes_part(lib, workload: str, lookup_all: bool) -> bool:
+    if workload == "lookup":
+        return lib.lookup_capable and (lib.lookup_default or lookup_all)
+    return lib.bulk
+
+
 def run_worker(spec: dict, timeout: float, log_dir: str) -> dict:
     path = os.path.join(log_dir, f"spec-{spec['round']}-{spec['workload']}-{spec['group']}.json")
     spec["result"] = path.replace("spec-", "result-")
@@ -216,6 +222,8 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, help="seconds per worker process")
     ap.add_argument("--no-prefault", action="store_true",
                     help="do not touch and free 2x the state's size in memory before each operation (see README)")
+    ap.add_argument("--lookup-all", action="store_true",
+                    help="also measure torch.load and TensorFlow's reader in the open + read one tensor workload")
     ap.add_argument("--no-chart", action="store_true")
     ap.add_argument("--keep-data", action="store_true", help="do not delete the benchmark data (debugging)")
     args = ap.parse_args(argv)
@@ -252,8 +260,10 @@ def main(argv=None) -> int:
             for w in workloads:
                 k = (r - 1) % len(groups)
                 for group, names in groups[k:] + groups[:k]:
+                    if not any(_takes_part(LIBS[n], w, args.lookup_all) for n in names):
+                        continue
                     spec = dict(size=args.size, workload=w, round=r, group=group, libs=names, workdir=workdir,
-                                cold=cold, prefault=not args.no_prefault)
+                                cold=cold, prefault=not args.no_prefault, lookup_all=args.lookup_all)
                     t0 = time.perf_counter()
                     result = run_worker(spec, timeout, log_dir)
                     recs = result["records"]

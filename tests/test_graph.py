@@ -370,6 +370,8 @@ def test_export_meta_graph_and_save_with_graph(tmp_path):
     out = G.export_meta_graph(frozen.graph_def, tmp_path / "f.meta")
     back = G.load(out)
     assert back.meta_graph_def is not None and back.graph_def == frozen.graph_def
+    assert G.load(frozen.save(tmp_path / "saved.meta")).meta_graph_def is not None  # .meta means MetaGraphDef
+    assert G.load(g.save(tmp_path / "only_graph.pb")).meta_graph_def is None
     prefix = ckpt.save({"alpha": np.float32(1.5), "beta": np.float32(-0.5)}, str(tmp_path / "run" / "model.ckpt"),
                        step=7, graph=g, sync=False)
     assert pathlib.Path(prefix + ".meta").read_bytes() == META.read_bytes()

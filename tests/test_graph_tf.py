@@ -269,6 +269,28 @@ def test_meta_round_trips_byte_identically(cnn, tmp_path):
     assert G.load(cnn["meta"]).save(tmp_path / "copy.meta").read_bytes() == data
 
 
+def test_resource_gather_freeze_matches_tensorflow(tmp_path):
+    """Embedding lookups on resource variables: ResourceGather -> GatherV2 + axis, ReadVariableOp -> Identity."""
+    g = tf.Graph()
+    with g.as_default():
+        ids = v1.placeholder(tf.int32, [None], name="ids")
+        emb = v1.get_variable("emb", initializer=np.arange(12, dtype=np.float32).reshape(6, 2), use_resource=True)
+        scale = v1.get_variable("scale", initializer=np.float32(2.0), use_resource=True)
+        out = tf.identity(v1.nn.embedding_lookup(emb, ids) * scale, name="out")
+        saver = v1.train.Saver()
+        with v1.Session(graph=g) as sess:
+            sess.run(v1.global_variables_initializer())
+            prefix = saver.save(sess, str(tmp_path / "emb.ckpt"))
+            meta = v1.MetaGraphDef.FromString(pathlib.Path(prefix + ".meta").read_bytes())
+            theirs = v1.graph_util.convert_variables_to_constants(sess, meta.graph_def, ["out"])
+            want = sess.run(out, {ids: [5, 0, 3]})
+    ours = G.freeze(prefix + ".meta", prefix, ["out"])
+    assert "GatherV2" in [op.type for op in ours] and "ResourceGather" not in [op.type for op in ours]
+    assert ours.graph_def.SerializeToString(deterministic=True) == theirs.SerializeToString(deterministic=True)
+    got = _run_frozen(v1.GraphDef.FromString(ours.graph_def.SerializeToString()), {"ids:0": [5, 0, 3]}, ["out:0"])
+    assert got[0].tolist() == want.tolist()
+
+
 # ================================================================================================ meta graphs
 
 

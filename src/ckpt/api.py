@@ -132,9 +132,10 @@ def _write_planned(plan: _Plan, prefix: str, *, num_shards: int, sync: bool) -> 
         writer.finish()
 
 
-#: Temporary files of a checkpoint save (data, index, state file, manager record), as ``_fs.temporary_name`` names
-#: them.
-TEMPORARY_RE = re.compile(r"^(?:.+\.index|.+\.data-\d{5}-of-\d{5}|checkpoint|.+\.manager\.json)\.tmp-[0-9A-Za-z]+$")
+#: Temporary files of a checkpoint save (data, index, ``.meta``, state file, manager record), as
+#: ``_fs.temporary_name`` names them.
+TEMPORARY_RE = re.compile(
+    r"^(?:.+\.index|.+\.data-\d{5}-of-\d{5}|.+\.meta|checkpoint|.+\.manager\.json)\.tmp-[0-9A-Za-z]+$")
 
 
 def sweep_temporaries(directory: str, stem: str) -> list[str]:
@@ -145,7 +146,7 @@ def sweep_temporaries(directory: str, stem: str) -> list[str]:
     a file found then belongs to a save that died. Temporaries of other names are left alone (they may belong to
     another tool); so are state-file temporaries not named exactly as ckpt names them. Returns the names deleted.
     """
-    mine = re.compile(rf"^(?:{re.escape(stem)}(?:-\d+)?\.(?:index|data-\d{{5}}-of-\d{{5}})|"
+    mine = re.compile(rf"^(?:{re.escape(stem)}(?:-\d+)?\.(?:index|data-\d{{5}}-of-\d{{5}}|meta)|"
                       rf"{re.escape(stem)}\.manager\.json)\.tmp-[0-9A-Za-z]+$|^checkpoint\.tmp-[0-9a-f]{{8}}$")
     removed = []
     try:

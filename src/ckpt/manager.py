@@ -188,7 +188,9 @@ class Manager:
         save_interval_steps: Save only every this many steps (``save`` returns None otherwise).
         save_interval_secs: Save only every this many seconds.
         rng: Save the global random generator states with each checkpoint and put them back on restore.
-        sync: fsync files and directories (durable on power loss); False for scratch runs.
+        sync: fsync every file before it is renamed into place and the directory after (default): once ``save``
+            returns, the checkpoint, the state file and the record naming it survive a power loss. False skips
+            every fsync, for scratch runs (a killed process still never leaves a partial checkpoint).
         clock: Returns the time in seconds since the epoch; used for checkpoint times, intervals and
             ``keep_every_n_hours`` (inject a fake clock in tests).
         keep: A keep policy that replaces the retention options.

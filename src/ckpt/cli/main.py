@@ -15,6 +15,7 @@ from . import graph as graph_cmd
 from . import convert as convert_cmd
 from . import diff as diff_cmd
 from . import inspect as inspect_cmd
+from . import run as run_cmd
 from . import verify as verify_cmd
 
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     diff_cmd.add_parser(sub)
     graph_cmd.add_parser(sub)
     freeze_cmd.add_parser(sub)
+    run_cmd.add_parser(sub)
     return parser
 
 

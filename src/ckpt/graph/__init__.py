@@ -34,7 +34,7 @@ __all__ = [
     "load", "Graph", "Operation", "Tensor", "Input", "Variable", "SaverInfo", "Func", "AttrPlaceholder",
     "freeze", "extract_sub_graph", "export_meta_graph", "from_torch", "write_events", "write_html",
     "render_html", "show", "GraphView", "decode_attr", "make_tensor_proto", "make_ndarray", "MAX_GRAPH_BYTES",
-    "meta_writer",
+    "meta_writer", "to_torch",
 ]
 
 
@@ -128,6 +128,15 @@ def from_torch(module, example_inputs, *, method: str = "auto") -> Graph:
     from ._torch import from_torch as _from_torch
 
     return _from_torch(module, example_inputs, method=method)
+
+
+def to_torch(graph_or_path, checkpoint=None, *, inputs=None, outputs=None, constants_as_parameters=False):
+    """A TensorFlow 1 graph + checkpoint as a trainable ``torch.nn.Module``; see :func:`ckpt.graph._to_torch.to_torch`
+    (imported lazily: only this function needs torch)."""
+    from ._to_torch import to_torch as _to_torch
+
+    return _to_torch(graph_or_path, checkpoint, inputs=inputs, outputs=outputs,
+                     constants_as_parameters=constants_as_parameters)
 
 
 def meta_writer(graph):

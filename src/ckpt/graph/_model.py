@@ -686,8 +686,9 @@ class Graph:
             path: Destination file; written atomically.
             text: Text format (``.pbtxt``) instead of binary. Default: text when ``path`` ends in ``.pbtxt`` or
                 ``.txt``.
-            meta: Write the whole MetaGraphDef (collections, saver) instead of only the GraphDef. Default: yes
-                when the graph came with one and ``path`` does not end in ``.pb``/``.pbtxt``.
+            meta: Write a MetaGraphDef (with the graph's collections, saver and signatures, if it came with them)
+                instead of only the GraphDef. Default: when ``path`` ends in ``.meta``, or when the graph came from
+                a MetaGraphDef and ``path`` does not end in ``.pb``/``.pbtxt``.
             sync: fsync before renaming into place.
 
         Returns:
@@ -698,7 +699,7 @@ class Graph:
         if text is None:
             text = suffix in (".pbtxt", ".txt")
         if meta is None:
-            meta = self._meta is not None and suffix not in (".pb", ".pbtxt")
+            meta = suffix == ".meta" or (self._meta is not None and suffix not in (".pb", ".pbtxt"))
         if meta:
             message = self._meta if self._meta is not None else _wrap_meta(self._graph_def)
         else:

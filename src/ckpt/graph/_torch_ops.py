@@ -1,7 +1,7 @@
 """TensorFlow operations as PyTorch code, with TensorFlow's numerics (the kernels of ``ckpt.graph.to_torch``).
 
 Each kernel takes ``(node, args, rt)``: the node (``.name``, ``.type``, decoded ``.attrs``), its data inputs as
-tensors (or Python values for a few shape arguments) and the runtime (``rt.training``, ``rt.call(function, args)``),
+tensors (or Python values for a few shape arguments) and the runtime (``rt.training``, ``rt.device(tensor)``),
 and returns the op's output, or a list of outputs for the ops in :data:`MULTI_OUTPUT`. ``CHECKS`` holds, per op
 type, a function that returns why a particular node cannot run (an attribute combination not implemented) or None;
 ``to_torch`` calls them at conversion time so problems surface before the first run.
@@ -117,8 +117,7 @@ def check(*types: str):
 # ----------------------------------------------------------------------------------------------- plumbing
 
 
-@kernel("Identity", "RefIdentity", "Snapshot", "PreventGradient", "PlaceholderWithDefault", "EnsureShape",
-        "ReadVariableOp")
+@kernel("Identity", "RefIdentity", "Snapshot", "PreventGradient", "EnsureShape")
 def _identity(node, args, rt):
     return args[0]
 
@@ -258,7 +257,7 @@ def _log_softmax(node, args, rt):
 @kernel("ClipByValue")
 def _clip(node, args, rt):
     x, lo, hi = args
-    return torch.minimum(torch.maximum(x, lo), hi)
+    return torch.maximum(torch.minimum(x, hi), lo)  # TensorFlow's order: when hi < lo, lo wins
 
 
 @kernel("L2Loss")
@@ -919,18 +918,3 @@ def _random_uniform_int(node, args, rt):
     shape, lo, hi = _ints(args[0]), _int(args[1]), _int(args[2])
     dtype = torch_dtype(node.attrs.get("Tout", "int32"))
     return torch.randint(lo, hi, shape, dtype=dtype, device=rt.device(args[0]))
-
-
-# ----------------------------------------------------------------------------------------------- functions
-
-
-@kernel("If", "StatelessIf", multi=True)
-def _if(node, args, rt):
-    pred = args[0]
-    branch = node.attrs["then_branch"] if bool(pred.reshape(-1)[0]) else node.attrs["else_branch"]
-    return rt.call(branch.name, list(args[1:]))
-
-
-@kernel("PartitionedCall", "StatefulPartitionedCall", multi=True)
-def _call(node, args, rt):
-    return rt.call(node.attrs["f"].name, list(args))
