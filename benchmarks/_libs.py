@@ -311,10 +311,11 @@ class Ckpt(Lib):
         if "blocking" not in inspect.signature(ckpt.save).parameters:
             raise NotApplicable("ckpt.save has no blocking= keyword")
         handle = ckpt.save(native, self._prefix(directory), sync=True, blocking=False)
-        for attr in ("result", "wait", "join"):
-            fn = getattr(handle, attr, None)
-            if callable(fn):
-                return fn
+        if handle is not None and not isinstance(handle, (str, bytes, os.PathLike)):  # str has .join
+            for attr in ("result", "wait", "join"):
+                fn = getattr(handle, attr, None)
+                if callable(fn):
+                    return fn
         for attr in ("wait", "wait_until_finished", "wait_for_saves"):
             fn = getattr(ckpt, attr, None)
             if callable(fn):

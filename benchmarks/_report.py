@@ -112,7 +112,8 @@ def cell(s: Stats | None, nbytes: int, notes: list[str], op: str) -> str:
         if s.total:
             parts.append(f"done {fmt_time(statistics.median(s.total))} {time_unit(statistics.median(s.total))}")
     elif op not in LOOKUP_OPS and med > 0:
-        parts.append(f"{nbytes / med / 1e9:.2f} GB/s")
+        rate = nbytes / med
+        parts.append(f"{rate / 1e9:.2f} GB/s" if rate >= 1e8 else f"{rate / 1e6:.3g} MB/s")
     text = " · ".join(parts)
     if s.errors:
         notes.append(s.errors[0])
@@ -293,11 +294,13 @@ def chart(run: dict, path: str) -> str | None:
         ax.set_title(f"{TITLES[wl]} ({run['workload_info'].get(wl, {}).get('nbytes', 0) / 1e6:,.0f} MB); "
                      f"1 = {ref}", fontsize=9)
         ax.grid(axis="y", which="both", alpha=0.3)
-        ax.legend(fontsize=7, ncol=2)
     for ax in list(axes.flat)[len(wls):]:
         ax.axis("off")
+    handles = [plt.Rectangle((0, 0), 1, 1, facecolor=colors[lib], edgecolor="black" if lib == "ckpt" else "none")
+               for lib in libs]
+    fig.legend(handles, libs, loc="lower center", ncol=min(len(libs), 5), fontsize=8, frameon=False)
     fig.suptitle(f"ckpt benchmark, SIZE={run['size']} ({run['date']}): median time ÷ raw file I/O", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.03 + 0.025 * ((len(libs) - 1) // 5), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -260,7 +260,8 @@ def main(argv=None) -> int:
             for w in workloads:
                 k = (r - 1) % len(groups)
                 for group, names in groups[k:] + groups[:k]:
-                    if not any(_takes_part(LIBS[n], w, args.lookup_all) for n in names):
+                    names = [n for n in names if _takes_part(LIBS[n], w, args.lookup_all)]
+                    if not names:
                         continue
                     spec = dict(size=args.size, workload=w, round=r, group=group, libs=names, workdir=workdir,
                                 cold=cold, prefault=not args.no_prefault, lookup_all=args.lookup_all)

@@ -19,8 +19,10 @@ Usage:
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import warnings
@@ -38,6 +40,7 @@ with atheris.instrument_imports(include=["ckpt"]):
     from ckpt.format.table import TableWriter
 
 WORK = Path(tempfile.mkdtemp(prefix="ckpt-atheris-"))
+atexit.register(shutil.rmtree, WORK, ignore_errors=True)
 warnings.simplefilter("ignore")  # CorruptCheckpointWarning is expected here, on almost every input
 logging.getLogger("ckpt").setLevel(logging.ERROR)  # so is the manager forgetting checkpoints whose files are gone
 

@@ -18,6 +18,7 @@ import ast
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,6 +54,12 @@ DATA = Path(__file__).parent / "data"
 
 class Hang(Exception):
     pass
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_scratch():
+    yield
+    shutil.rmtree(WORK, ignore_errors=True)
 
 
 @contextmanager

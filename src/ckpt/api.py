@@ -226,15 +226,16 @@ def save(state: Any, prefix: str | os.PathLike, *, step: int | None = None,
                 write_meta(prefix, sync=sync)
             record_in_state(directory, prefix, sync=sync)
         except BaseException:
-            _remove_checkpoint(prefix, num_shards)
+            _remove_checkpoint(prefix, num_shards, meta=write_meta is not None)
             _unrecord(directory, prefix, sync=sync)
             raise
     return prefix
 
 
-def _remove_checkpoint(prefix: str, num_shards: int) -> None:
+def _remove_checkpoint(prefix: str, num_shards: int, *, meta: bool = False) -> None:
     """Best effort: delete a checkpoint this save wrote, index first (it stops existing at once)."""
-    for path in [index_filename(prefix)] + [data_filename(prefix, i, num_shards) for i in range(num_shards)]:
+    paths = [index_filename(prefix)] + [data_filename(prefix, i, num_shards) for i in range(num_shards)]
+    for path in paths + ([f"{prefix}.meta"] if meta else []):
         try:
             _fs.unlink(path)
         except OSError:

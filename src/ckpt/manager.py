@@ -299,6 +299,7 @@ class Manager:
         self._preserved: set[int] = set()
         self._foreign: set[tuple[str, int, int]] = set()  # {name}-{step} files known not to be ours
         self._damaged: set[int] = set()  # steps a restore skipped because they did not verify
+        self._meta_written = False  # PREFIX.meta is written on the first save given a graph (write_meta_graph)
         _fs.makedirs(self.directory)
         self._step_re = re.compile(rf"^{re.escape(name)}-(\d+)\.(.+)$")
         # TensorFlow 2 starts counting "every N hours" at construction time minus one second; a record that
@@ -367,7 +368,8 @@ class Manager:
     # ------------------------------------------------------------------ saving
 
     def save(self, step: int, state: Any, *, metrics: Mapping[str, float] | None = None,
-             metadata: Mapping[str, Any] | None = None, force: bool = False) -> str | None:
+             metadata: Mapping[str, Any] | None = None, force: bool = False, graph: Any = None,
+             write_meta_graph: bool | None = None) -> str | None:
         """Save ``state`` as checkpoint ``step`` if the save policy says so, then apply retention.
 
         Args:
@@ -377,6 +379,10 @@ class Manager:
                 NaN and infinities are allowed (NaN is never best).
             metadata: JSON-serialisable data stored with the checkpoint (``Reader(prefix).metadata``).
             force: Save even if the save policy says not yet, and replace an existing checkpoint of this step.
+            graph: A graph (:class:`ckpt.graph.Graph`, GraphDef, MetaGraphDef, ``tf.Graph`` or
+                ``ckpt.graph.from_torch(...)``) to write as ``PREFIX.meta`` beside the checkpoint. Like TensorFlow's
+                ``write_meta_graph``, it is written once per manager (the graph does not change between saves)
+                unless ``write_meta_graph=True`` asks for it again; ``write_meta_graph=False`` skips it.
 
         Returns:
             The prefix written, or None when the save policy said not to save this step.
@@ -389,11 +395,19 @@ class Manager:
         step = _check_step(step)
         metrics = _check_metrics(metrics)
         self._check_open()
+        write_meta = None
+        if graph is not None and (write_meta_graph or (write_meta_graph is None and not self._meta_written)):
+            from .graph import meta_writer
+
+            write_meta = meta_writer(graph)  # checked and serialized before anything is written
         with DirectoryLock(self.directory, timeout=self.lock_timeout):
-            return self._save_locked(step, state, metrics, metadata, force)
+            prefix = self._save_locked(step, state, metrics, metadata, force, write_meta)
+        if prefix is not None and write_meta is not None:
+            self._meta_written = True
+        return prefix
 
     def _save_locked(self, step: int, state: Any, metrics: dict[str, float] | None,
-                     metadata: Mapping[str, Any] | None, force: bool) -> str | None:
+                     metadata: Mapping[str, Any] | None, force: bool, write_meta=None) -> str | None:
         now = float(self.clock())
         self._load_record()  # another process may have saved since
         self._sweep()
@@ -414,6 +428,13 @@ class Manager:
                                  extra_record={"manager": {"name": self.name, "step": step, "metrics": encoded,
                                                            "time": now}})
         except BaseException:
+            self._sweep_files()  # whatever a failing writer left behind
+            raise
+        try:
+            if write_meta is not None:
+                write_meta(prefix, sync=self.sync)
+        except BaseException:
+            api._remove_checkpoint(prefix, 1, meta=True)
             self._sweep_files()  # whatever a failing writer left behind
             raise
         infos = dict(self._infos)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -267,18 +266,11 @@ def write_message(message, path: str | os.PathLike, *, text: bool = False, sync:
 
 
 def write_bytes(data: bytes, path: str | os.PathLike, *, sync: bool = True) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same directory, fsync'd, then renamed."""
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename, directory fsync) through the file-system
+    seam that the fault-injection tests exercise."""
+    from .. import _fs
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            if sync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    _fs.makedirs(str(path.parent))
+    _fs.write_atomic(str(path), data, sync=sync)
     return path
