@@ -844,7 +844,7 @@ def test_noop_fetch_returns_none():
     g = tf.Graph()
     with g.as_default():
         x = v1.placeholder(tf.float32, [2], name="x")
-        y = tf.identity(x * 2.0, name="y")
+        tf.identity(x * 2.0, name="y")
         tf.no_op(name="nothing")
     module = ckpt.graph.to_torch(g.as_graph_def(), outputs="y:0")
     assert module.run(["nothing", "y:0"], {"x:0": [1.0, 2.0]})[0] is None

@@ -275,7 +275,7 @@ def test_keep_every_n_hours_matches_tensorflow(gaps, max_to_keep, hours, start):
         assert m.all_steps() == _tf2_reference(times, max_to_keep, hours, start * HOUR)
 
 
-def test_keep_every_n_steps(tmp_path):
+def test_manager_keeps_every_n_steps(tmp_path):
     m = manager(tmp_path, max_to_keep=2, keep_every_n_steps=3)
     for step in range(1, 11):
         m.save(step, state())

@@ -297,7 +297,7 @@ def test_tf1_saver_restores_ckpt_values_into_variables(tmp_path):
     emb = random_array(ml_dtypes.bfloat16, (5, 2), rng)
     step = np.int64(42)
     vocab = string_array(["<pad>", "héllo", "\x00"])
-    prefix = ckpt.save({"layer": {"w": w, "b": b}, "embedding": {"table": emb}, "global_step": step,
+    ckpt.save({"layer": {"w": w, "b": b}, "embedding": {"table": emb}, "global_step": step,
                         "vocab": vocab, "unused": np.float32(9)}, tmp_path / "model.ckpt", step=5)
 
     g = tf.Graph()

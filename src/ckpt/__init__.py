@@ -13,31 +13,32 @@ Example:
 
 from __future__ import annotations
 
+from . import graph  # ckpt.graph: .meta/.pb/.pbtxt files (imports no framework)
+from ._convert import ConvertResult, convert
+from ._diff import DiffResult, diff
 from .api import RestoreReport, flatten, load, restore, save
 from .errors import (CheckpointError, CheckpointNotFoundError, ChecksumMismatchError, CkptError,
-                     CorruptCheckpointError, DTypeNotSupportedError, InvalidStateError, StateMismatchError,
-                     UnsupportedError)
+                     CorruptCheckpointError, CorruptCheckpointWarning, DTypeNotSupportedError, FeedError,
+                     InvalidStateError, LockTimeoutError, OperationNotFoundError, StateMismatchError,
+                     UnsupportedError, UnsupportedOperationsError)
 from .format.state_file import latest as _latest
 from .manager import Manager
 from .policies import (CheckpointInfo, KeepAny, KeepBest, KeepEveryNHours, KeepEveryNSteps, KeepLast, SaveAny,
                        SaveEveryNSeconds, SaveEveryNSteps)
-from ._convert import ConvertResult, convert
-from ._diff import DiffResult, diff
 from .reader import Reader
-from .errors import LockTimeoutError
 from .verify import VerifyReport, verify
-from . import graph  # noqa: E402,F401  ckpt.graph: .meta/.pb/.pbtxt files (imports no framework)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "save", "load", "restore", "flatten", "RestoreReport", "latest", "Reader", "StateMismatchError",
-    "convert", "ConvertResult", "diff", "DiffResult",
-    "CheckpointError", "CkptError", "CheckpointNotFoundError", "CorruptCheckpointError", "ChecksumMismatchError",
-    "UnsupportedError", "DTypeNotSupportedError", "InvalidStateError", "__version__",
+    "save", "load", "restore", "flatten", "RestoreReport", "latest", "Reader",
     "Manager", "CheckpointInfo", "KeepLast", "KeepEveryNHours", "KeepEveryNSteps", "KeepBest", "KeepAny",
     "SaveEveryNSteps", "SaveEveryNSeconds", "SaveAny",
-    "verify", "VerifyReport", "LockTimeoutError",
+    "convert", "ConvertResult", "diff", "DiffResult", "verify", "VerifyReport", "graph",
+    "CheckpointError", "CkptError", "CheckpointNotFoundError", "CorruptCheckpointError", "ChecksumMismatchError",
+    "UnsupportedError", "DTypeNotSupportedError", "InvalidStateError", "StateMismatchError", "LockTimeoutError",
+    "OperationNotFoundError", "UnsupportedOperationsError", "FeedError", "CorruptCheckpointWarning",
+    "__version__",
 ]
 
 

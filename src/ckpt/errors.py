@@ -9,6 +9,7 @@ the message.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
@@ -21,6 +22,8 @@ __all__ = [
     "DTypeNotSupportedError",
     "InvalidStateError",
     "StateMismatchError",
+    "UnsupportedOperationsError",
+    "FeedError",
     "OperationNotFoundError",
 ]
 
@@ -143,6 +146,25 @@ class LockTimeoutError(CheckpointError, TimeoutError):
 
 
 # ---------------------------------------------------------------------------------------------- warnings
+
+
+class UnsupportedOperationsError(UnsupportedError):
+    """The outputs need operations ``to_torch`` cannot run.
+
+    Attributes:
+        operations: ``{op type (or "type: reason"): [names of the operations]}`` for every problem found.
+        outputs: The requested outputs.
+    """
+
+    def __init__(self, message: str, *, operations: dict[str, list[str]], outputs: Sequence[str],
+                 path: str | None = None) -> None:
+        super().__init__(message, path=path)
+        self.operations = operations
+        self.outputs = list(outputs)
+
+
+class FeedError(CheckpointError, ValueError):
+    """A fed value does not fit its tensor, a placeholder was not fed, or a fetch cannot be computed."""
 
 
 class CorruptCheckpointWarning(UserWarning):

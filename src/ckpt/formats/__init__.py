@@ -17,20 +17,24 @@ on first use; ``torch`` is imported only for PyTorch files and ``h5py`` only for
 from __future__ import annotations
 
 import builtins
+import contextlib
 import importlib
+import secrets
 import os
 import struct
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from ..errors import CheckpointNotFoundError, UnsupportedError
+from ..errors import CheckpointNotFoundError, DTypeNotSupportedError, UnsupportedError
 
-__all__ = ["FORMATS", "TensorInfo", "Source", "detect", "open", "get", "destination_format", "canonical"]
+__all__ = ["FORMATS", "TensorInfo", "Source", "detect", "open", "get", "destination_format", "canonical",
+           "admit", "atomic_output"]
 
 #: Format name -> module under ``ckpt.formats``.
 FORMATS = {"tensorflow": "bundle", "safetensors": "safetensors", "torch": "torch", "numpy": "numpy",
@@ -298,3 +302,36 @@ def not_found(path: str) -> CheckpointNotFoundError:
     listing = sorted(os.listdir(directory))[:20] if os.path.isdir(directory) else []
     return CheckpointNotFoundError(f"no file at {path}" + (f"; {directory} holds: {', '.join(listing)}" if listing
                                                             else ""), path=path, tried=[path], available=listing)
+
+
+# ---------------------------------------------------------------------------------------------- writer helpers
+
+
+def admit(name: str, array: np.ndarray, *, path: str, check: Callable[[str, str], str | None],
+          seen: set[str]) -> None:
+    """Raise unless ``array`` can be written to ``path`` as ``name``: a dtype the format stores, a new name."""
+    problem = check(name, dtype_name(array.dtype))
+    if problem:
+        raise DTypeNotSupportedError(f"cannot write tensor {name!r} to {path}: {problem}", path=path, key=name)
+    if name in seen:
+        raise ValueError(f"tensor {name!r} was already written")
+    seen.add(name)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str, *, sync: bool = True, token: str | None = None) -> Iterator[str]:
+    """Yield a temporary name beside ``path`` to write to; on success fsync it (``sync``) and rename it over
+    ``path``, on failure delete it. Readers of ``path`` never see a partial file."""
+    tmp = f"{path}.tmp-{token or secrets.token_hex(4)}"
+    try:
+        yield tmp
+        if sync:
+            with builtins.open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -8,9 +8,7 @@ unpickling) are refused. Writing streams each array into its own zip member (sto
 
 from __future__ import annotations
 
-import builtins
 import os
-import secrets
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CheckpointNotFoundError, CorruptCheckpointError, DTypeNotSupportedError, UnsupportedError
-from . import Source, TensorInfo, dtype_name
+from ..errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
+from . import Source, TensorInfo, admit, atomic_output, dtype_name
 
 __all__ = ["open", "write", "check", "NpzSource"]
 
@@ -123,30 +121,13 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, np.ndarray]], *,
         raise UnsupportedError("sharding (--shard-size) is only supported for safetensors destinations")
     path = os.fspath(path)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp-{secrets.token_hex(4)}"
     seen: set[str] = set()
-    try:
+    with atomic_output(path, sync=sync) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
             for name, value in tensors:
                 array = np.asarray(value)
-                problem = check(name, dtype_name(array.dtype))
-                if problem:
-                    raise DTypeNotSupportedError(f"cannot write tensor {name!r} to {path}: {problem}", path=path,
-                                                 key=name)
-                if name in seen:
-                    raise ValueError(f"tensor {name!r} was already written")
-                seen.add(name)
+                admit(name, array, path=path, check=check, seen=seen)
                 with zf.open(name + ".npy", "w", force_zip64=True) as f:
                     np.lib.format.write_array(f, array, allow_pickle=False)
                 del array, value
-        if sync:
-            with builtins.open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return [Path(path)]

@@ -35,8 +35,8 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from ..errors import CheckpointNotFoundError, CorruptCheckpointError, DTypeNotSupportedError, UnsupportedError
-from . import Source, TensorInfo, dtype_name
+from ..errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
+from . import Source, TensorInfo, admit, dtype_name
 
 __all__ = ["open", "write", "check", "read_header", "SafetensorsSource", "MAX_HEADER_SIZE", "INDEX_SUFFIX"]
 
@@ -522,13 +522,7 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, np.ndarray]], *,
         shards.append(_Shard(directory, token, 0))
         for name, value in tensors:
             array = _contiguous_le(np.asarray(value))
-            problem = check(name, dtype_name(array.dtype))
-            if problem:
-                raise DTypeNotSupportedError(f"cannot write tensor {name!r} to {path}: {problem}", path=path,
-                                             key=name)
-            if name in seen:
-                raise ValueError(f"tensor {name!r} was already written")
-            seen.add(name)
+            admit(name, array, path=path, check=check, seen=seen)
             st_dtype = _FROM_NUMPY[array.dtype]
             shard = shards[-1]
             if shard_size is not None and shard.items and shard.size + array.nbytes > shard_size:

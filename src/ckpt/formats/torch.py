@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from ..adapters.torch import from_numpy, numpy_dtype, to_numpy
-from ..errors import CheckpointNotFoundError, CorruptCheckpointError, DTypeNotSupportedError, UnsupportedError
-from . import Source, TensorInfo, dtype_name
+from ..errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
+from . import Source, TensorInfo, admit, atomic_output, dtype_name
 
 __all__ = ["open", "write", "check", "TorchSource"]
 
@@ -191,19 +191,14 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, np.ndarray]], *,
     os.makedirs(directory, exist_ok=True)
     token = secrets.token_hex(4)
     spill_path = os.path.join(directory, f".ckpt-spill-{token}")
-    tmp = f"{path}.tmp-{token}"
     state: dict[str, torch.Tensor] = {}
+    seen: set[str] = set()
     spill = None
     position = 0
     try:
         for name, value in tensors:
             array = np.asarray(value)
-            problem = check(name, dtype_name(array.dtype))
-            if problem:
-                raise DTypeNotSupportedError(f"cannot write tensor {name!r} to {path}: {problem}", path=path,
-                                             key=name)
-            if name in state:
-                raise ValueError(f"tensor {name!r} was already written")
+            admit(name, array, path=path, check=check, seen=seen)
             if not _file_backed(array) and array.nbytes:
                 if spill is None:
                     spill = builtins.open(spill_path, "w+b")
@@ -215,17 +210,8 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, np.ndarray]], *,
                 array = mapped
             del value
             state[name] = from_numpy(array)
-        torch.save(state, tmp)
-        if sync:
-            with builtins.open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        with atomic_output(path, sync=sync, token=token) as tmp:
+            torch.save(state, tmp)
     finally:
         state.clear()
         if spill is not None:

@@ -44,8 +44,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import (CheckpointError, CheckpointNotFoundError, OperationNotFoundError, StateMismatchError,
-                      UnsupportedError)
+from ..errors import (CheckpointError, CheckpointNotFoundError, FeedError, OperationNotFoundError, StateMismatchError,
+                     UnsupportedOperationsError)
 from ._attrs import decode_attr
 from ._model import PLACEHOLDER_OPS, VARIABLE_OPS, Graph, parse_input
 from ._torch_ops import CHECKS, KERNELS, MULTI_OUTPUT, OUTPUT_ARGS, as_tensor, torch_dtype
@@ -77,25 +77,6 @@ _APPLY = re.compile(r"\A(?:Resource)?(?:Sparse)?Apply[A-Z]\w*\Z")
 _PRED_PASS = frozenset({"Identity", "RefIdentity", "Switch", "RefSwitch", "LogicalNot", "Snapshot"})
 
 _PLAN_CACHE_SIZE = 64  # plans per program: one per distinct (fetches, fed names); old ones are dropped first
-
-
-class UnsupportedOperationsError(UnsupportedError):
-    """The outputs need operations ``to_torch`` cannot run.
-
-    Attributes:
-        operations: ``{op type (or "type: reason"): [names of the operations]}`` for every problem found.
-        outputs: The requested outputs.
-    """
-
-    def __init__(self, message: str, *, operations: dict[str, list[str]], outputs: Sequence[str],
-                 path: str | None = None) -> None:
-        super().__init__(message, path=path)
-        self.operations = operations
-        self.outputs = list(outputs)
-
-
-class FeedError(CheckpointError, ValueError):
-    """A fed value does not fit its tensor, a placeholder was not fed, or a fetch cannot be computed."""
 
 
 # ----------------------------------------------------------------------------------------------- nodes and bodies
