@@ -16,7 +16,7 @@ from __future__ import annotations
 from . import graph  # ckpt.graph: .meta/.pb/.pbtxt files (imports no framework)
 from ._convert import ConvertResult, convert
 from ._diff import DiffResult, diff
-from .api import RestoreReport, flatten, load, restore, save
+from .api import RestoreReport, flatten, load, restore, save, wait
 from .errors import (CheckpointError, CheckpointNotFoundError, ChecksumMismatchError, CkptError,
                      CorruptCheckpointError, CorruptCheckpointWarning, DTypeNotSupportedError, FeedError,
                      InvalidStateError, LockTimeoutError, OperationNotFoundError, StateMismatchError,
@@ -31,7 +31,7 @@ from .verify import VerifyReport, verify
 __version__ = "0.1.0"
 
 __all__ = [
-    "save", "load", "restore", "flatten", "RestoreReport", "latest", "Reader",
+    "save", "load", "restore", "flatten", "wait", "RestoreReport", "latest", "Reader",
     "Manager", "CheckpointInfo", "KeepLast", "KeepEveryNHours", "KeepEveryNSteps", "KeepBest", "KeepAny",
     "SaveEveryNSteps", "SaveEveryNSeconds", "SaveAny",
     "convert", "ConvertResult", "diff", "DiffResult", "verify", "VerifyReport", "graph",

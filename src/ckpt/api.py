@@ -15,6 +15,7 @@ target before that comparison passes.
 from __future__ import annotations
 
 import difflib
+import gc
 import json
 import logging
 import os
@@ -26,14 +27,14 @@ from typing import Any, Union
 
 import numpy as np
 
-from . import _fs, _rng, tree
+from . import _async, _fs, _rng, tree
 from ._lock import DirectoryLock, check_timeout
 from .errors import CheckpointError, InvalidStateError, StateMismatchError
 from .format.bundle import BundleWriter, data_filename, index_filename
 from .format.state_file import STATE_FILENAME, CheckpointState, read_state, resolve, write_state
 from .reader import METADATA_KEY, Reader
 
-__all__ = ["save", "load", "restore", "RestoreReport", "NameMap", "flatten", "write_checkpoint"]
+__all__ = ["save", "load", "restore", "RestoreReport", "NameMap", "flatten", "write_checkpoint", "wait"]
 
 #: ``{name_in_checkpoint: name_in_state}``, a callable returning the state name (or None to skip), or a list of
 #: ``(regex, replacement)`` rules (the first rule that matches a checkpoint name rewrites it).
@@ -78,13 +79,32 @@ class _Plan:
 
 
 def write_checkpoint(state: Any, prefix: str, *, metadata: Mapping[str, Any] | None = None, rng: bool = False,
-                     num_shards: int = 1, sync: bool = True, extra_record: Mapping[str, Any] | None = None) -> str:
+                     num_shards: int = 1, sync: bool = True, extra_record: Mapping[str, Any] | None = None,
+                     alignment: int = 1) -> str:
     """Write one checkpoint at ``prefix`` without touching the ``checkpoint`` state file and without locking (the
-    manager's building block; the caller holds the directory lock). Returns ``prefix``."""
-    plan = _plan(state, metadata=metadata, rng=rng, extra_record=extra_record)
-    _fs.makedirs(os.path.dirname(prefix) or ".")
-    _write_planned(plan, prefix, num_shards=num_shards, sync=sync)
+    manager's building block; the caller holds the directory lock). Returns ``prefix``.
+
+    ``alignment`` (bytes, default 1: packed, byte-identical to TensorFlow's default) pads the data file with zeros
+    after each tensor so that every tensor starts at a multiple of it (TensorFlow's ``data_alignment``; readers
+    including TensorFlow ignore the padding), e.g. 64 for aligned memory-mapped views."""
+    with _no_gc():
+        plan = _plan(state, metadata=metadata, rng=rng, extra_record=extra_record)
+        _fs.makedirs(os.path.dirname(prefix) or ".")
+        _write_planned(plan, prefix, num_shards=num_shards, sync=sync, alignment=alignment)
     return prefix
+
+
+class _no_gc:
+    """Pause the cyclic garbage collector: walking a state makes many small objects, and collections triggered
+    by them cost more than the walk itself for states of many small tensors."""
+
+    def __enter__(self) -> None:
+        self.was_enabled = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc) -> None:
+        if self.was_enabled:
+            gc.enable()
 
 
 def _plan(state: Any, *, metadata: Mapping[str, Any] | None, rng: bool,
@@ -122,14 +142,53 @@ def _plan(state: Any, *, metadata: Mapping[str, Any] | None, rng: bool,
     return _Plan(walked, None)
 
 
-def _write_planned(plan: _Plan, prefix: str, *, num_shards: int, sync: bool) -> None:
+def _write_planned(plan: _Plan, prefix: str, *, num_shards: int, sync: bool, alignment: int = 1,
+                   arrays: Mapping[str, np.ndarray] | None = None) -> None:
+    """Write the planned checkpoint; ``arrays`` (name -> value, a snapshot) replaces reading the leaves."""
     leaves = plan.walked.leaves
-    with BundleWriter(prefix, num_shards=num_shards, sync=sync) as writer:
+    with BundleWriter(prefix, num_shards=num_shards, sync=sync, alignment=alignment) as writer:
+        add = writer.add
         for name in sorted(leaves, key=lambda n: n.encode("utf-8", "surrogateescape")):
-            writer.add(name, leaves[name].get())
+            add(name, leaves[name].get() if arrays is None else arrays[name])
         if plan.record is not None:
-            writer.add(METADATA_KEY, np.asarray(plan.record, dtype=object))
+            add(METADATA_KEY, np.asarray(plan.record, dtype=object))
         writer.finish()
+
+
+def _snapshot(plan: _Plan, saver: _async.AsyncSaver | None = None) -> dict[str, np.ndarray]:
+    """A host-memory copy of every tensor of the plan, consistent at the moment of the call.
+
+    With ``saver`` (whose previous save must be finished), the buffers of its previous snapshot are reused where
+    name, shape and dtype match: copying into memory that is already mapped avoids a page fault per 4 KiB, which
+    otherwise costs more than the copy itself. The saver keeps the new snapshot for the next save.
+    """
+    reuse = saver.buffers if saver is not None else {}
+    out = {}
+    for name, leaf in plan.walked.leaves.items():
+        value = np.asarray(leaf.get())
+        buf = reuse.get(name)
+        if buf is not None and buf.shape == value.shape and buf.dtype == value.dtype and value.dtype != object:
+            np.copyto(buf, value, casting="no")
+            out[name] = buf
+        else:
+            out[name] = np.array(value, copy=True, order="C")
+    if saver is not None:
+        saver.buffers = out
+    return out
+
+
+#: Asynchronous ``ckpt.save(..., blocking=False)`` calls: one in flight at a time.
+_SAVER = _async.AsyncSaver("ckpt-save")
+
+
+def wait() -> None:
+    """Wait for every pending asynchronous save (``ckpt.save(..., blocking=False)`` and managers created with
+    ``async_save=True``) to be committed.
+
+    Raises:
+        The first error a background save raised (after waiting for all of them); each error is raised once.
+    """
+    _async.wait_all()
 
 
 #: Temporary files of a checkpoint save (data, index, ``.meta``, state file, manager record), as
@@ -169,7 +228,8 @@ def sweep_temporaries(directory: str, stem: str) -> list[str]:
 
 def save(state: Any, prefix: str | os.PathLike, *, step: int | None = None,
          metadata: Mapping[str, Any] | None = None, rng: bool = False, num_shards: int = 1,
-         sync: bool = True, lock_timeout: float | None = None, graph: Any = None) -> str:
+         sync: bool = True, lock_timeout: float | None = None, graph: Any = None, alignment: int = 1,
+         blocking: bool = True) -> str:
     """Save ``state`` as a TensorFlow-compatible checkpoint and record it in the directory's ``checkpoint`` file.
 
     Args:
@@ -193,6 +253,18 @@ def save(state: Any, prefix: str | os.PathLike, *, step: int | None = None,
             :class:`ckpt.graph.Graph`, a GraphDef/MetaGraphDef (ckpt's or TensorFlow's) or a ``tf.Graph``; for
             PyTorch pass ``ckpt.graph.from_torch(model, example_inputs)``. Written atomically once the checkpoint
             itself is complete.
+        alignment: Start every tensor's bytes at a multiple of this many bytes in the data file, padding with
+            zeros (TensorFlow's ``data_alignment``; TensorFlow and every reader ignore the padding, sizes never
+            include it). The default 1 writes packed files, byte-identical to TensorFlow's; e.g. 64 makes the
+            memory-mapped arrays ``Reader`` returns aligned for vectorised code.
+        blocking: True (default): return once the checkpoint is written and committed. False: copy every tensor
+            to host memory (a snapshot consistent at the moment of the call: later changes to the state are not
+            saved), return the prefix at once and write and commit in a background thread (lock, data, index,
+            state file: the ``checkpoint`` file names the new checkpoint only once it is complete). At most one
+            asynchronous save is in flight: the next ``save`` waits for it first. An error of a background save
+            is raised by the next ``save`` call or by :func:`ckpt.wait`; pending saves are completed before the
+            interpreter exits. The host copy is kept and reused by the next asynchronous save of the same
+            tensors (no new allocation, no page faults).
 
     Returns:
         The prefix written (with the step suffix).
@@ -207,28 +279,39 @@ def save(state: Any, prefix: str | os.PathLike, *, step: int | None = None,
         >>> ckpt.save({"alpha": np.float32(0.24), "beta": np.float32(0.21)}, "model/regression.ckpt", step=25)
         'model/regression.ckpt-25'
     """
+    _SAVER.wait()  # at most one asynchronous save in flight; its error (if any) is raised here
     prefix = _with_step(os.fspath(prefix), step)
     lock_timeout = check_timeout(lock_timeout)
-    plan = _plan(state, metadata=metadata, rng=rng)
+    with _no_gc():
+        plan = _plan(state, metadata=metadata, rng=rng)
+        arrays = None if blocking else _snapshot(plan, _SAVER)
     write_meta = None
     if graph is not None:  # checked and serialized before anything is written
         from .graph import meta_writer
 
         write_meta = meta_writer(graph)
-    directory = os.path.dirname(prefix) or "."
-    _fs.makedirs(directory)
-    with DirectoryLock(directory, timeout=lock_timeout):
-        stem = os.path.basename(prefix if step is None else prefix[: -len(f"-{int(step)}")])
-        sweep_temporaries(directory, stem)
-        _write_planned(plan, prefix, num_shards=num_shards, sync=sync)
-        try:
-            if write_meta is not None:
-                write_meta(prefix, sync=sync)
-            record_in_state(directory, prefix, sync=sync)
-        except BaseException:
-            _remove_checkpoint(prefix, num_shards, meta=write_meta is not None)
-            _unrecord(directory, prefix, sync=sync)
-            raise
+    stem = os.path.basename(prefix if step is None else prefix[: -len(f"-{int(step)}")])
+
+    def commit() -> None:
+        directory = os.path.dirname(prefix) or "."
+        _fs.makedirs(directory)
+        with DirectoryLock(directory, timeout=lock_timeout):
+            sweep_temporaries(directory, stem)
+            with _no_gc():
+                _write_planned(plan, prefix, num_shards=num_shards, sync=sync, alignment=alignment, arrays=arrays)
+            try:
+                if write_meta is not None:
+                    write_meta(prefix, sync=sync)
+                record_in_state(directory, prefix, sync=sync)
+            except BaseException:
+                _remove_checkpoint(prefix, num_shards, meta=write_meta is not None)
+                _unrecord(directory, prefix, sync=sync)
+                raise
+
+    if blocking:
+        commit()
+    else:
+        _SAVER.submit(commit)
     return prefix
 
 
@@ -495,7 +578,10 @@ def restore(path: str | os.PathLike, into: Any, *, map: NameMap | None = None, s
         record = reader.record
         to_ckpt: dict[str, str] = {}  # state name -> checkpoint name
         collisions = []
-        for ckpt_name in reader.keys():
+        # A dict map names every checkpoint tensor it wants: look those up in the index (logarithmic each)
+        # instead of listing the whole checkpoint.
+        candidates = sorted(n for n in map if isinstance(n, str) and n in reader) if subset else reader.keys()
+        for ckpt_name in candidates:
             state_name = fn(ckpt_name)
             if state_name is None:
                 continue
@@ -506,8 +592,13 @@ def restore(path: str | os.PathLike, into: Any, *, map: NameMap | None = None, s
         if collisions:
             raise CheckpointError(f"the name map sends several checkpoint names to one state name: "
                                   f"{', '.join(collisions)}", path=reader.prefix)
-        shapes, dtypes = reader.shapes(), reader.dtypes()
-        available = {s: (shapes[c], dtypes[c]) for s, c in to_ckpt.items()}
+        if subset:
+            infos = {c: reader.info(c) for c in to_ckpt.values()}
+            dtypes_of = {c: _numpy_dtype(reader, c) for c in to_ckpt.values()}
+            available = {s: (tuple(infos[c].shape), dtypes_of[c]) for s, c in to_ckpt.items()}
+        else:
+            shapes, dtypes = reader.shapes(), reader.dtypes()
+            available = {s: (shapes[c], dtypes[c]) for s, c in to_ckpt.items()}
         for alias, stored in (record.get("aliases") or {}).items():
             alias_state, stored_state = fn(alias), fn(stored)
             if alias_state and stored_state in available and alias_state not in available:
@@ -562,8 +653,14 @@ def restore(path: str | os.PathLike, into: Any, *, map: NameMap | None = None, s
         def read(state_name: str) -> np.ndarray:
             return reader[to_ckpt[state_name]]
 
+        # Targets that expose their memory (NumPy arrays, CPU torch tensors) are read into directly.
+        direct = reader.format == "tensorflow"
         for leaf in ready:
-            leaf.result = leaf.assign(read(leaf.name))
+            target = leaf.buffer() if direct and leaf.buffer is not None else None
+            if target is not None:
+                reader.read_into(to_ckpt[leaf.name], target)
+            else:
+                leaf.result = leaf.assign(read(leaf.name))
         for plan in plans:
             plan.apply(read)
         if rng and "rng" in record:
@@ -572,6 +669,14 @@ def restore(path: str | os.PathLike, into: Any, *, map: NameMap | None = None, s
     if strict:
         return result
     return RestoreReport(result, sorted(leaf.name for leaf in ready), missing, unexpected, mismatched)
+
+
+def _numpy_dtype(reader: Reader, name: str) -> np.dtype | str:
+    """What ``reader.dtypes()[name]`` says, for one tensor."""
+    if reader.format == "tensorflow":
+        e = reader.entry(name).dtype
+        return e.numpy if e.native else e.name
+    return reader.dtypes()[name]
 
 
 def _mismatch_message(prefix: str, missing: list[str], unexpected: list[str], mismatched: list[str]) -> str:

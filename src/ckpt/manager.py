@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _fs, api
+from . import _async, _fs, api
 from ._lock import DirectoryLock, check_timeout
 from .errors import (CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, CorruptCheckpointWarning,
                      UnsupportedError)
@@ -197,6 +197,13 @@ class Manager:
         save_policy: A save policy that replaces ``save_interval_steps`` / ``save_interval_secs``.
         lock_timeout: Seconds ``save``/``delete`` wait while another process saves into the directory (None, the
             default: as long as it takes; 0: fail at once).
+        async_save: ``save`` copies the state to host memory (a snapshot consistent at the moment of the call),
+            returns the prefix at once and writes and commits the checkpoint (state file, record, retention) in a
+            background thread. The step, metrics and time are captured when ``save`` is called; at most one save
+            is in flight (the next ``save``, and ``delete``/``restore``, wait for it first); an error of the
+            background save is raised by the next ``save``, by :meth:`wait` or by :meth:`close`, never
+            swallowed. ``ckpt.wait()`` waits for every manager; interpreter exit completes pending saves. The
+            ``checkpoint`` state file and ``latest`` move to the new checkpoint only once it is committed.
 
     Raises:
         ValueError: an option is invalid or options conflict (the message names them).
@@ -216,7 +223,7 @@ class Manager:
                  save_interval_steps: int | None = None, save_interval_secs: float | None = None,
                  rng: bool = True, sync: bool = True, clock: Callable[[], float] = time.time,
                  keep: KeepPolicy | None = None, save_policy: SavePolicy | None = None,
-                 lock_timeout: float | None = None) -> None:
+                 lock_timeout: float | None = None, async_save: bool = False) -> None:
         if not isinstance(name, str) or not name or _NAME_BAD.search(name) or TMP_MARKER in name \
                 or name in (".", ".."):
             raise ValueError(f"`name` must be a plain file name stem (no path separators, no {TMP_MARKER!r}), "
@@ -294,6 +301,8 @@ class Manager:
         #: The tree returned by the last ``restore_or_initialize`` that restored something (None otherwise); the
         #: only way to get restored immutable values such as JAX arrays.
         self.restored: Any = None
+        self.async_save = bool(async_save)
+        self._saver = _async.AsyncSaver(f"ckpt-manager-{name}") if self.async_save else None
         self._closed = False
         self._infos: dict[int, CheckpointInfo] = {}
         self._preserved: set[int] = set()
@@ -395,20 +404,51 @@ class Manager:
         step = _check_step(step)
         metrics = _check_metrics(metrics)
         self._check_open()
+        self.wait()  # the previous asynchronous save: committed (or its error raised) before this one starts
         write_meta = None
         if graph is not None and (write_meta_graph or (write_meta_graph is None and not self._meta_written)):
             from .graph import meta_writer
 
             write_meta = meta_writer(graph)  # checked and serialized before anything is written
+        if self._saver is not None:
+            return self._save_async(step, state, metrics, metadata, force, write_meta)
         with DirectoryLock(self.directory, timeout=self.lock_timeout):
             prefix = self._save_locked(step, state, metrics, metadata, force, write_meta)
         if prefix is not None and write_meta is not None:
             self._meta_written = True
         return prefix
 
-    def _save_locked(self, step: int, state: Any, metrics: dict[str, float] | None,
-                     metadata: Mapping[str, Any] | None, force: bool, write_meta=None) -> str | None:
+    def _save_async(self, step: int, state: Any, metrics: dict[str, float] | None,
+                    metadata: Mapping[str, Any] | None, force: bool, write_meta) -> str | None:
+        """Decide and snapshot now; write, commit and apply retention in the background."""
         now = float(self.clock())
+        prefix = self.prefix_for(step)
+        if step in self._infos and not force and step not in self._damaged:
+            raise CheckpointError(f"step {step} is already saved at {prefix}; pass force=True to replace it",
+                                  path=prefix)
+        if not force and not self._should_save(step, now):
+            return None
+        encoded = None if metrics is None else {k: _encode_metric(v) for k, v in metrics.items()}
+        with api._no_gc():
+            plan = api._plan(state, metadata=metadata, rng=self.rng,
+                             extra_record={"manager": {"name": self.name, "step": step, "metrics": encoded,
+                                                       "time": now}})
+            arrays = api._snapshot(plan, self._saver)
+
+        def commit() -> None:
+            with DirectoryLock(self.directory, timeout=self.lock_timeout):
+                done = self._save_locked(step, state, metrics, metadata, force, write_meta, now=now,
+                                         prepared=(plan, arrays))
+            if done is not None and write_meta is not None:
+                self._meta_written = True
+
+        self._saver.submit(commit)
+        return prefix
+
+    def _save_locked(self, step: int, state: Any, metrics: dict[str, float] | None,
+                     metadata: Mapping[str, Any] | None, force: bool, write_meta=None, *, now: float | None = None,
+                     prepared: tuple[Any, Any] | None = None) -> str | None:
+        now = float(self.clock()) if now is None else now
         self._load_record()  # another process may have saved since
         self._sweep()
         prefix = self.prefix_for(step)
@@ -420,13 +460,18 @@ class Manager:
         if step not in self._infos and os.path.lexists(index_filename(prefix)) and not force:
             raise CheckpointError(f"{prefix} exists but was not written by this manager; pass force=True to "
                                   f"replace it, or use another `name`", path=prefix)
-        if not force and not self._should_save(step, now):
-            return None
+        if not force and prepared is None and not self._should_save(step, now):
+            return None  # (an asynchronous save decided when it was requested)
         encoded = None if metrics is None else {k: _encode_metric(v) for k, v in metrics.items()}
         try:
-            api.write_checkpoint(state, prefix, metadata=metadata, rng=self.rng, sync=self.sync,
-                                 extra_record={"manager": {"name": self.name, "step": step, "metrics": encoded,
-                                                           "time": now}})
+            if prepared is None:
+                api.write_checkpoint(state, prefix, metadata=metadata, rng=self.rng, sync=self.sync,
+                                     extra_record={"manager": {"name": self.name, "step": step,
+                                                               "metrics": encoded, "time": now}})
+            else:
+                _fs.makedirs(self.directory)
+                with api._no_gc():
+                    api._write_planned(prepared[0], prefix, num_shards=1, sync=self.sync, arrays=prepared[1])
         except BaseException:
             self._sweep_files()  # whatever a failing writer left behind
             raise
@@ -510,6 +555,7 @@ class Manager:
         Raises:
             CheckpointNotFoundError: this manager has no checkpoint ``step``.
         """
+        self.wait()  # a pending asynchronous save first
         step = _check_step(step)
         self._check_open()
         with DirectoryLock(self.directory, timeout=self.lock_timeout):
@@ -567,6 +613,7 @@ class Manager:
             CorruptCheckpointError: every checkpoint is damaged (without ``step``), or checkpoint ``step`` is.
             StateMismatchError: (strict) names or shapes differ; nothing was modified.
         """
+        self.wait()  # a pending asynchronous save first
         if step is None:
             prefix = self._newest_intact().prefix
         else:
@@ -588,6 +635,7 @@ class Manager:
         Returns:
             The restored step, or None when there was no checkpoint.
         """
+        self.wait()  # a pending asynchronous save first
         self.restored = None
         if self.latest_step is None:
             if init_fn is not None:
@@ -621,12 +669,16 @@ class Manager:
     # ------------------------------------------------------------------ lifecycle
 
     def wait(self) -> None:
-        """Wait until pending saves are on disk. Saves are synchronous for now, so this returns at once."""
+        """Wait until the pending asynchronous save (``async_save=True``) is committed; raise its error if it
+        failed (each error is raised once). Returns at once for synchronous managers."""
+        if self._saver is not None:
+            self._saver.wait()
 
     def close(self) -> None:
-        """Finish pending work; later ``save`` and ``delete`` calls raise. Restoring still works."""
-        self.wait()
+        """Finish pending work (raising the error of a failed asynchronous save); later ``save`` and ``delete``
+        calls raise. Restoring still works."""
         self._closed = True
+        self.wait()
 
     def __enter__(self) -> Manager:
         return self

@@ -201,6 +201,13 @@ class Reader:
     def __getitem__(self, name: str) -> np.ndarray:
         return self._bundle.read_entry(self.entry(name))
 
+    def read_into(self, name: str, out: np.ndarray) -> np.ndarray:
+        """Read tensor ``name`` into the existing array ``out`` and return it: straight from the file into
+        ``out``'s memory when it is C-contiguous, writable and of the tensor's dtype (see
+        ``BundleReader.read_into``; the checksum is verified over ``out`` afterwards), else by copying."""
+        self._bundle.read_into(self.entry(name), out)
+        return out
+
     def get(self, name: str, default: Any = None) -> Any:
         """``reader[name]``, or ``default`` when there is no such tensor."""
         return self[name] if name in self else default
@@ -326,6 +333,10 @@ class ForeignReader(Reader):
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self._source
+
+    def read_into(self, name: str, out: np.ndarray) -> np.ndarray:
+        out[...] = self[name]
+        return out
 
     def __len__(self) -> int:
         return len(self._source.keys())

@@ -42,6 +42,10 @@ class Leaf:
         shape: Expected shape when restoring; None accepts any.
         dtype: Expected NumPy dtype when restoring; None accepts any of the same kind (Python scalars).
         assign: Writes a restored value (in place where possible) and returns the object the tree should hold.
+        result: What the tree holds after restoring (initially the object itself).
+        buffer: Optional; returns a writable C-contiguous NumPy view of the target's own memory (of ``dtype`` and
+            ``shape``), or None when there is none (another device, a non-contiguous tensor). ``restore`` then
+            reads the checkpoint bytes straight into it instead of calling ``assign``, and ``result`` is kept.
     """
 
     name: str
@@ -50,6 +54,7 @@ class Leaf:
     dtype: np.dtype | None
     assign: Callable[[np.ndarray], Any]
     result: Any = None
+    buffer: Callable[[], np.ndarray | None] | None = None
 
 
 @dataclass
@@ -179,6 +184,12 @@ def _numpy_leaf(value: Any, name: str, ctx: Context) -> tuple[dict, Callable[[],
         return np.array(src, dtype=array.dtype)
 
     leaf = Leaf(name, lambda: array, array.shape, dtype, assign, value)
+    if not is_scalar and array is value and dtype.kind not in "OSU":
+        def buffer() -> np.ndarray | None:
+            flags = array.flags
+            return array if flags.writeable and flags.c_contiguous and array.dtype.isnative else None
+
+        leaf.buffer = buffer
     key = None
     if not is_scalar and array.size and array.dtype != object:
         key = ("numpy", array.__array_interface__["data"][0], array.shape, array.strides, array.dtype.str)

@@ -25,13 +25,28 @@ _ROOTS = {"torch": "torch", "jax": "jax", "jaxlib": "jax", "tensorflow": "tensor
 _EXTRAS = {"torch": "torch", "jax": "jax", "tensorflow": "tensorflow"}
 
 
+_PLAIN_SEQ = (list, tuple, dict)
+_FRAMEWORK_CACHE: dict[type, str | None] = {}
+
+
 def framework_of(cls: type) -> str | None:
     """The adapter name for instances of ``cls``, or None."""
+    try:
+        return _FRAMEWORK_CACHE[cls]
+    except (KeyError, TypeError):
+        pass
+    found = None
     for klass in cls.__mro__:
         root = (klass.__module__ or "").split(".", 1)[0]
         if root in _ROOTS:
-            return _ROOTS[root]
-    return None
+            found = _ROOTS[root]
+            break
+    try:
+        if len(_FRAMEWORK_CACHE) < 4096:
+            _FRAMEWORK_CACHE[cls] = found
+    except TypeError:
+        pass
+    return found
 
 
 def get_adapter(framework: str) -> ModuleType:
@@ -48,9 +63,14 @@ def prescan(state: Any, ctx) -> None:
     import dataclasses
     from collections.abc import Mapping
 
+    import numpy as np
+
+    plain = (np.ndarray, np.generic, str, bytes, int, float, bool, complex, type(None))
     stack = [(state, "")]
     while stack:
         obj, name = stack.pop()
+        if type(obj) in plain or type(obj) in _PLAIN_SEQ and not obj:
+            continue
         framework = framework_of(type(obj))
         if framework:
             hook = getattr(get_adapter(framework), "prescan", None)

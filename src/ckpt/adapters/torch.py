@@ -127,7 +127,20 @@ def tensor_leaf(t: torch.Tensor, name: str, ctx: Context):
             t.copy_(from_numpy(array))
         return t
 
-    leaf = Leaf(name, lambda: to_numpy(t), tuple(t.shape), np_dtype, assign, t)
+    def buffer() -> np.ndarray | None:
+        # The tensor's own memory as a writable NumPy view, only where no device copy or conversion is needed.
+        if t.device.type != "cpu" or not t.is_contiguous() or t.is_conj() or t.is_neg() or t.dtype != dtype:
+            return None
+        d = t.detach()
+        special = _SPECIAL.get(d.dtype)
+        try:
+            array = d.view(special[1]).numpy().view(special[0]) if special is not None else d.numpy()
+        except (RuntimeError, TypeError, ValueError):
+            return None
+        return array if array.dtype == np_dtype and array.flags.writeable and array.flags.c_contiguous else None
+
+    dtype = t.dtype
+    leaf = Leaf(name, lambda: to_numpy(t), tuple(t.shape), np_dtype, assign, t, buffer)
     key = None
     if t.numel():
         key = ("torch", t.device.type, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape),

@@ -127,6 +127,9 @@ class BundleReader:
         self.index_path = index_filename(self.prefix)
         self._lock = threading.Lock()
         self._maps: dict[int, tuple[mmap.mmap | bytes, int]] = {}
+        self._ids: dict[int, tuple[int, int]] = {}  # shard -> (st_dev, st_ino) of the file mapped
+        self._fds: dict[int, int] = {}  # shard -> descriptor for read_into (the same file as the map)
+        self._closed = False
         try:
             with open(self.index_path, "rb") as f:
                 size = os.fstat(f.fileno()).st_size
@@ -163,7 +166,9 @@ class BundleReader:
         if self.num_shards <= _EAGER_SHARDS:
             for shard in range(self.num_shards):
                 try:
-                    self._maps[shard] = _map_file(data_filename(self.prefix, shard, self.num_shards))
+                    buf, size, self._ids[shard] = _map_file(data_filename(self.prefix, shard, self.num_shards),
+                                                            ident=True)
+                    self._maps[shard] = (buf, size)
                 except OSError:
                     pass  # reported, with the tensor that needs it, when a tensor of this shard is read
 
@@ -265,7 +270,7 @@ class BundleReader:
                 return found
             path = data_filename(self.prefix, shard, self.num_shards)
             try:
-                buf, size = _map_file(path)
+                buf, size, self._ids[shard] = _map_file(path, ident=True)
             except FileNotFoundError:
                 raise CorruptCheckpointError(
                     f"{path}: data file is missing (tensor {name!r} is stored in it); the checkpoint is incomplete",
@@ -275,21 +280,105 @@ class BundleReader:
 
     def _payload(self, entry: TensorEntry, verify: bool | None = None) -> memoryview:
         buf, file_size = self._shard(entry.shard, entry.name)
-        path = data_filename(self.prefix, entry.shard, self.num_shards)
+        self._check_bounds(entry, file_size)
+        view = memoryview(buf)[entry.offset:entry.offset + entry.size]
+        if (self.verify_checksums if verify is None else verify) and not entry.dtype.is_string:
+            self._check_crc(entry, crc32c(view))
+        return view
+
+    def _check_bounds(self, entry: TensorEntry, file_size: int) -> None:
         if entry.offset + entry.size > file_size:
+            path = data_filename(self.prefix, entry.shard, self.num_shards)
             raise CorruptCheckpointError(
                 f"{path}: tensor {entry.name!r} needs bytes {entry.offset}..{entry.offset + entry.size} but the "
                 f"file has {file_size}; it is truncated", path=path, key=entry.name, offset=entry.offset,
                 expected=entry.offset + entry.size, found=file_size)
-        view = memoryview(buf)[entry.offset:entry.offset + entry.size]
-        if (self.verify_checksums if verify is None else verify) and not entry.dtype.is_string:
-            actual = crc32c(view)
-            if actual != entry.crc32c:
-                raise ChecksumMismatchError(
-                    f"{path}: checksum mismatch for tensor {entry.name!r} (stored 0x{entry.crc32c:08x}, computed "
-                    f"0x{actual:08x}); the data file is corrupt", path=path, key=entry.name, offset=entry.offset,
-                    expected=f"0x{entry.crc32c:08x}", found=f"0x{actual:08x}")
-        return view
+
+    def _check_crc(self, entry: TensorEntry, actual: int) -> None:
+        if actual != entry.crc32c:
+            path = data_filename(self.prefix, entry.shard, self.num_shards)
+            raise ChecksumMismatchError(
+                f"{path}: checksum mismatch for tensor {entry.name!r} (stored 0x{entry.crc32c:08x}, computed "
+                f"0x{actual:08x}); the data file is corrupt", path=path, key=entry.name, offset=entry.offset,
+                expected=f"0x{entry.crc32c:08x}", found=f"0x{actual:08x}")
+
+    def _fd(self, shard: int) -> int | None:
+        """A descriptor of the data file that is mapped for ``shard`` (None if that file cannot be opened again,
+        e.g. because it was deleted or replaced since the bundle was opened)."""
+        with self._lock:
+            fd = self._fds.get(shard)
+            ident = self._ids.get(shard)
+        if fd is not None or ident is None or not hasattr(os, "preadv"):
+            return fd
+        try:
+            fd = os.open(data_filename(self.prefix, shard, self.num_shards), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return None
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != ident:
+            os.close(fd)
+            return None
+        with self._lock:
+            if shard in self._fds or self._closed:
+                os.close(fd)
+                return self._fds.get(shard)
+            self._fds[shard] = fd
+        return fd
+
+    def read_into(self, entry: TensorEntry, out: np.ndarray) -> None:
+        """Read tensor ``entry`` into the existing array ``out`` (of the tensor's shape).
+
+        When ``out`` is C-contiguous, writable and of the tensor's dtype (a POD tensor of a little-endian bundle),
+        the bytes go straight from the data file into ``out``'s memory with ``preadv`` (no intermediate copy,
+        no page faults on a memory map), and the CRC32C is then checked over ``out`` (computed in a helper
+        thread, overlapped with the reading, for large tensors). Otherwise the tensor is read as by
+        :meth:`read_entry` and copied into ``out``.
+
+        On a checksum mismatch ``ChecksumMismatchError`` is raised *after* ``out`` received the (corrupt) bytes.
+
+        Raises:
+            ValueError: ``out`` has another shape.
+            CorruptCheckpointError: as :meth:`read_entry`.
+        """
+        if tuple(out.shape) != entry.shape:
+            raise ValueError(f"tensor {entry.name!r} has shape {list(entry.shape)}, the target {list(out.shape)}")
+        direct = (not entry.slices and entry.dtype.is_pod and entry.dtype.native and entry.dtype.numpy is not None
+                  and (not self.big_endian or entry.dtype.itemsize == 1) and out.flags.c_contiguous
+                  and out.flags.writeable and out.dtype == entry.dtype.numpy and out.dtype.isnative
+                  and out.nbytes == entry.size)
+        fd = self._fd(entry.shard) if direct else None
+        if fd is None:
+            out[...] = self.read_entry(entry)
+            return
+        _, file_size = self._shard(entry.shard, entry.name)
+        self._check_bounds(entry, file_size)
+        flat = out.reshape(-1).view(np.uint8)
+        n = entry.size
+        verify = self.verify_checksums
+        overlap = verify and n >= _CRC_OVERLAP
+        state = [0]
+
+        def extend(chunk) -> None:
+            state[0] = crc32c(chunk, state[0])
+
+        pending = None
+        pos = 0
+        try:
+            while pos < n:
+                want = min(_READ_CHUNK, n - pos)
+                got = os.preadv(fd, [flat[pos:pos + want]], entry.offset + pos)
+                if got <= 0:
+                    path = data_filename(self.prefix, entry.shard, self.num_shards)
+                    raise CorruptCheckpointError(f"{path}: tensor {entry.name!r} is cut short in the data file",
+                                                 path=path, key=entry.name, offset=entry.offset)
+                if overlap:
+                    pending = _crc_pool().submit(extend, flat[pos:pos + got])
+                pos += got
+        finally:
+            if pending is not None:
+                pending.result()  # tasks run in order: the last one done means all are
+        if verify:
+            self._check_crc(entry, state[0] if overlap else crc32c(flat))
 
     def read(self, name: str) -> np.ndarray:
         """Read tensor ``name``.
@@ -470,12 +559,23 @@ class BundleReader:
         with self._lock:
             bufs = [b for b, _ in self._maps.values()] + [self._index_buf]
             self._maps.clear()
+            fds, self._fds = list(self._fds.values()), {}
+            self._closed = True
+        for fd in fds:
+            os.close(fd)
         for buf in bufs:
             if isinstance(buf, mmap.mmap):
                 try:
                     buf.close()
                 except BufferError:
                     pass  # an array still views it; the map is freed with the array
+
+    def __del__(self) -> None:
+        for fd in list(getattr(self, "_fds", {}).values()):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def __enter__(self) -> BundleReader:
         return self
@@ -521,11 +621,14 @@ def check_bundle(prefix: str | os.PathLike) -> BundleCheck:
         return reader.check()
 
 
-def _map_file(path: str) -> tuple[mmap.mmap | bytes, int]:
-    """A read-only map of the whole file and its size (``b""`` for an empty file, which cannot be mapped)."""
+def _map_file(path: str, ident: bool = False):
+    """A read-only map of the whole file and its size (``b""`` for an empty file, which cannot be mapped); with
+    ``ident``, also the file's ``(st_dev, st_ino)``."""
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        return (mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""), size
+        st = os.fstat(f.fileno())
+        size = st.st_size
+        buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        return (buf, size, (st.st_dev, st.st_ino)) if ident else (buf, size)
 
 
 def _slice_spec(extents: Sequence[tuple[int, int]]) -> str:
@@ -572,17 +675,95 @@ def encode_strings(array: np.ndarray) -> tuple[bytes, int]:
     return payload, crc
 
 
+#: Payloads smaller than this are copied into a shard's write buffer, flushed in writes of at least
+#: ``_WRITE_BUFFER`` bytes, so that thousands of small tensors cost a few large writes instead of one each.
+_SMALL_PAYLOAD = 1 << 20
+_WRITE_BUFFER = 8 << 20
+#: Payloads at least this large have their CRC32C computed in a helper thread while they are being written
+#: (both the CRC library and ``write`` release the GIL), so the checksum costs no extra time.
+_CRC_OVERLAP = 4 << 20
+_ZEROS = bytes(4096)
+_READ_CHUNK = 64 << 20  # read_into reads in pieces this large, checksumming each while the next is read
+
+_crc_pool_lock = threading.Lock()
+_crc_pool_executor = None
+
+
+def _crc_pool():
+    """One helper thread for CRC32C computations overlapped with I/O (tasks run in submission order)."""
+    global _crc_pool_executor
+    if _crc_pool_executor is None:
+        with _crc_pool_lock:
+            if _crc_pool_executor is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                _crc_pool_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ckpt-crc")
+    return _crc_pool_executor
+
+
 class _Shard:
-    __slots__ = ("tmp", "final", "fd", "size")
+    __slots__ = ("tmp", "final", "fd", "size", "_buf")
 
     def __init__(self, tmp: str, final: str) -> None:
         self.tmp = tmp
         self.final = final
         self.fd = _fs.create(tmp)
-        self.size = 0
+        self.size = 0  # bytes of the data file, buffered ones included
+        self._buf = bytearray()
 
     def write(self, data) -> None:
-        self.size += _fs.write_all(self.fd, data)
+        n = data.nbytes if isinstance(data, (np.ndarray, memoryview)) else len(data)
+        if n < _SMALL_PAYLOAD:
+            self._buf += data if isinstance(data, (bytes, bytearray)) else memoryview(data)
+            self.size += n
+            if len(self._buf) >= _WRITE_BUFFER:
+                self.flush()
+        else:
+            self.flush()
+            self.size += _fs.write_all(self.fd, data)
+
+    def pad(self, alignment: int) -> None:
+        """Append zeros up to the next multiple of ``alignment`` (TensorFlow's ``PadAlignment``)."""
+        n = -self.size % alignment
+        while n:
+            chunk = min(n, len(_ZEROS))
+            self.write(_ZEROS[:chunk])
+            n -= chunk
+
+    def flush(self) -> None:
+        if self._buf:
+            buf, self._buf = self._buf, bytearray()
+            _fs.write_all(self.fd, buf)
+
+
+def _varint(n: int) -> bytes:
+    if n < 0x80:
+        return _SMALL_VARINTS[n]
+    return encode_varint(n)
+
+
+_SMALL_VARINTS = [bytes([i]) for i in range(0x80)]
+
+
+def _encode_entry(dtype: int, shape: tuple[int, ...], shard: int, offset: int, size: int, masked_crc: int) -> bytes:
+    """A whole tensor's ``BundleEntryProto``, serialized exactly as protobuf does (fields in number order, zero
+    scalars omitted, the shape always present), without building a message object."""
+    dims = b"".join(b"\x12" + (b"\x02\x08" + _varint(d) if d < 0x80 and d else _dim(d)) for d in shape)
+    out = [b"\x08" + _varint(dtype) if dtype else b"", b"\x12", _varint(len(dims)), dims]
+    if shard:
+        out.append(b"\x18" + _varint(shard))
+    if offset:
+        out.append(b"\x20" + _varint(offset))
+    if size:
+        out.append(b"\x28" + _varint(size))
+    if masked_crc:
+        out.append(b"\x35" + struct.pack("<I", masked_crc))
+    return b"".join(out)
+
+
+def _dim(d: int) -> bytes:
+    body = b"\x08" + _varint(d) if d else b""
+    return _varint(len(body)) + body
 
 
 def _pod_bytes(array: np.ndarray) -> np.ndarray:
@@ -604,18 +785,30 @@ class BundleWriter:
         num_shards: Number of data files; tensors go to the least-filled one.
         sync: fsync files and the directory before returning from :meth:`finish` (durable on power loss):
             every data file and the index before any of them is renamed into place, the directory after.
+        alignment: Pad each data file with zeros after every tensor up to a multiple of this many bytes, so each
+            tensor starts aligned (TensorFlow's ``data_alignment``; entry sizes never include the padding and
+            every reader ignores it). 1 (default): packed, byte-identical to TensorFlow's default.
+
+    Small payloads (under 1 MiB) are gathered in a write buffer flushed in writes of 8 MiB or more; larger ones
+    are written straight from the array's memory (``_fs.write_all`` loops below Linux's 2 GiB-per-write cap),
+    their CRC32C computed in a helper thread while they are written.
     """
 
-    def __init__(self, prefix: str | os.PathLike, *, num_shards: int = 1, sync: bool = True) -> None:
+    def __init__(self, prefix: str | os.PathLike, *, num_shards: int = 1, sync: bool = True,
+                 alignment: int = 1) -> None:
         if num_shards < 1:
             raise ValueError("num_shards must be at least 1")
+        if isinstance(alignment, bool) or not isinstance(alignment, int) or alignment < 1:
+            raise ValueError(f"alignment must be a positive number of bytes, not {alignment!r}")
         self.prefix = os.fspath(prefix)
         self.sync = sync
+        self.alignment = alignment
         token = secrets.token_hex(4)
         self._token = token
         self._placed: list[str] = []  # final names already renamed into place (removed again on failure)
         self._shards: list[_Shard] = []
-        self._entries: dict[bytes, tensor_bundle_pb2.BundleEntryProto] = {}
+        # key -> the serialized BundleEntryProto of a whole tensor, or the proto of a partitioned one / a slice
+        self._entries: dict[bytes, bytes | tensor_bundle_pb2.BundleEntryProto] = {}
         self._done = False
         try:
             for i in range(num_shards):
@@ -639,7 +832,8 @@ class BundleWriter:
 
     def _write_payload(self, array: np.ndarray, dtype: DType, shard: _Shard | None = None):
         if shard is None:
-            shard = min(self._shards, key=lambda s: s.size)
+            shards = self._shards
+            shard = shards[0] if len(shards) == 1 else min(shards, key=lambda s: s.size)
         offset = shard.size
         if dtype.is_string:
             payload, crc = encode_strings(array)
@@ -647,29 +841,38 @@ class BundleWriter:
             size = len(payload)
         else:
             raw = _pod_bytes(array)
-            crc = crc32c(raw)
-            shard.write(raw)
             size = raw.nbytes
-        return self._shards.index(shard), offset, size, crc
+            if size >= _CRC_OVERLAP:
+                pending = _crc_pool().submit(crc32c, raw)  # computed while the bytes are being written
+                try:
+                    shard.write(raw)
+                finally:
+                    crc = pending.result()
+            else:
+                crc = crc32c(raw)
+                shard.write(raw)
+        if self.alignment > 1:
+            shard.pad(self.alignment)  # the next tensor starts aligned; sizes never include the padding
+        return (0 if len(self._shards) == 1 else self._shards.index(shard)), offset, size, crc
 
     def add(self, name: str, array, *, dtype: DType | None = None) -> None:
         """Append tensor ``name`` with the value ``array`` (anything ``np.asarray`` accepts).
+
+        C-contiguous little-endian arrays are written straight from their memory (small ones through a write
+        buffer); others are converted first.
 
         Args:
             dtype: Store as this TensorFlow type (e.g. a quantized type over its integer layout); inferred from
                 the array by default.
         """
-        key = _encode_name(name)
-        self._check_new(key, name)
-        array = np.asarray(array)
+        key = name.encode("utf-8", "surrogateescape")
+        if self._done or not key or key in self._entries or key[0] == 0:
+            self._check_new(key, name)
+        if type(array) is not np.ndarray:
+            array = np.asarray(array)
         dtype = dtype or _dtypes.from_numpy(array.dtype)
         shard, offset, size, crc = self._write_payload(array, dtype)
-        proto = tensor_bundle_pb2.BundleEntryProto(dtype=dtype.enum, shard_id=shard, offset=offset, size=size,
-                                                   crc32c=mask(crc))
-        proto.shape.SetInParent()
-        for d in array.shape:
-            proto.shape.dim.add(size=d)
-        self._entries[key] = proto
+        self._entries[key] = _encode_entry(dtype.enum, array.shape, shard, offset, size, mask(crc))
 
     def add_slice(self, name: str, full_shape: Sequence[int], extents: Sequence[tuple[int, int]], array) -> None:
         """Append one slice of partitioned tensor ``name`` (TensorFlow's ``BundleWriter::AddSlice``).
@@ -695,7 +898,7 @@ class BundleWriter:
             for d in full_shape:
                 full.shape.dim.add(size=d)
             self._entries[key] = full
-        elif not full.slices:
+        elif isinstance(full, bytes) or not full.slices:
             raise ValueError(f"tensor {name!r} was already added whole")
         slice_key = encode_slice_key(key, extents)
         if slice_key in self._entries:
@@ -721,7 +924,8 @@ class BundleWriter:
         table = TableWriter()
         table.add(HEADER_KEY, header.SerializeToString())
         for key in sorted(self._entries):
-            table.add(key, self._entries[key].SerializeToString())
+            value = self._entries[key]
+            table.add(key, value if isinstance(value, bytes) else value.SerializeToString())
         return table.finish()
 
     def finish(self) -> list[str]:
@@ -737,6 +941,7 @@ class BundleWriter:
         index_tmp = f"{index_final}{TMP_MARKER}{self._token}"
         try:
             for shard in self._shards:
+                shard.flush()
                 if self.sync:
                     _fs.fsync(shard.fd)
                 fd, shard.fd = shard.fd, -1

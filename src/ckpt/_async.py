@@ -1,0 +1,91 @@
+"""Asynchronous saves: one background writer per owner (``ckpt.save`` has one, each ``Manager`` its own).
+
+A save request first waits for the owner's previous save (at most one is in flight) and raises its error if it
+failed; then the caller's snapshot is handed to a fresh non-daemon thread that writes and commits it. Errors are
+kept until the next ``submit`` or ``wait`` raises them, never swallowed. Interpreter exit waits for the writers
+(non-daemon threads are joined before ``atexit`` handlers run); an error found then is logged, since nobody is
+left to raise it to.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import weakref
+from collections.abc import Callable
+
+logger = logging.getLogger("ckpt")
+
+_SAVERS: "weakref.WeakSet[AsyncSaver]" = weakref.WeakSet()
+_SAVERS_LOCK = threading.Lock()
+
+
+class AsyncSaver:
+    """Runs one save at a time in the background; see the module docstring."""
+
+    def __init__(self, name: str = "ckpt-async-save") -> None:
+        self.name = name
+        self._lock = threading.RLock()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        #: The last snapshot (name -> array), reused by the next one once the save that wrote it is finished.
+        self.buffers: dict = {}
+        with _SAVERS_LOCK:
+            _SAVERS.add(self)
+
+    @property
+    def pending(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def submit(self, job: Callable[[], object]) -> None:
+        """Wait for the previous save (raising its error), then run ``job`` in a new background thread."""
+        with self._lock:
+            self.wait()
+            thread = threading.Thread(target=self._run, args=(job,), name=self.name, daemon=False)
+            self._thread = thread
+            thread.start()
+
+    def _run(self, job: Callable[[], object]) -> None:
+        try:
+            job()
+        except BaseException as exc:  # kept for the next submit()/wait(), which raise it
+            self._error = exc
+
+    def wait(self) -> None:
+        """Wait until the save in flight (if any) is committed; raise its error if it failed."""
+        with self._lock:
+            thread = self._thread
+            if thread is not None:
+                thread.join()
+                self._thread = None
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+
+def wait_all() -> None:
+    """Wait for every pending asynchronous save; raise the first error (after waiting for all of them)."""
+    with _SAVERS_LOCK:
+        savers = list(_SAVERS)
+    first: BaseException | None = None
+    for saver in savers:
+        try:
+            saver.wait()
+        except BaseException as exc:
+            if first is None:
+                first = exc
+    if first is not None:
+        raise first
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    with _SAVERS_LOCK:
+        savers = list(_SAVERS)
+    for saver in savers:
+        try:
+            saver.wait()
+        except BaseException as exc:  # nobody is left to raise it to
+            logger.error("ckpt: an asynchronous save failed: %r", exc)

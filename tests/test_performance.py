@@ -1,0 +1,459 @@
+"""Fast paths, asynchronous saves and lazy loads (issue 5, items 1-3): behaviour, not timing.
+
+Timings are printed (run with ``-s``) but never asserted.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import ckpt
+from ckpt import _fs
+from ckpt.errors import ChecksumMismatchError
+from ckpt.format.bundle import BundleReader, BundleWriter, data_filename
+from ckpt.format.table import TableReader
+
+
+def _count_writes(monkeypatch) -> list[int]:
+    sizes: list[int] = []
+    real = _fs.write
+
+    def write(fd, data):
+        n = real(fd, data)
+        sizes.append(n)
+        return n
+
+    monkeypatch.setattr(_fs, "write", write)
+    return sizes
+
+
+# ============================================================================================ writing
+
+
+def test_small_tensors_are_coalesced_into_few_writes(tmp_path, monkeypatch):
+    state = {f"t{i:05d}": np.full(16, i, np.float32) for i in range(10_000)}
+    sizes = _count_writes(monkeypatch)
+    prefix = ckpt.save(state, str(tmp_path / "small"), sync=False)
+    # 640 KB of data in one write, plus the index and the state file: far fewer than one write per tensor.
+    assert len(sizes) < 10, len(sizes)
+    with ckpt.Reader(prefix) as reader:
+        assert reader["t09999"][0] == 9999 and len(reader) == 10_000
+
+
+def test_per_tensor_overhead_is_small(tmp_path):
+    state = {f"t{i:05d}": np.random.rand(16).astype(np.float32) for i in range(10_000)}
+    best = float("inf")
+    for r in range(3):
+        t0 = time.perf_counter()
+        ckpt.save(state, str(tmp_path / f"o{r}"), sync=False)
+        best = min(best, time.perf_counter() - t0)
+    print(f"\n10,000 small tensors: {best / 10_000 * 1e6:.1f} us per tensor (save, no fsync)")
+
+
+def test_large_tensor_crc_overlapped_with_writing_is_correct(tmp_path):
+    big = np.random.default_rng(0).random((3, 1 << 20))  # 24 MiB: CRC computed in the helper thread
+    small = np.arange(10, dtype=np.int64)
+    prefix = ckpt.save({"big": big, "small": small}, str(tmp_path / "big"))
+    with ckpt.Reader(prefix) as reader:  # checksums verified on read
+        np.testing.assert_array_equal(reader["big"], big)
+        np.testing.assert_array_equal(reader["small"], small)
+    assert ckpt.verify(prefix).ok
+
+
+def test_a_write_error_in_a_large_tensor_removes_everything(tmp_path, monkeypatch):
+    def failing(fd, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_fs, "write", failing)
+    with pytest.raises(OSError):
+        ckpt.save({"big": np.zeros(1 << 21)}, str(tmp_path / "x"))
+    assert [n for n in os.listdir(tmp_path) if not n.startswith(".ckpt.lock")] == []
+
+
+@pytest.mark.parametrize("alignment", [8, 64, 4096])
+def test_alignment_pads_between_tensors(tmp_path, alignment):
+    state = {"a": np.arange(3, dtype=np.int8), "b": np.arange(5, dtype=np.float32), "c": np.zeros((2, 3)),
+             "s": np.asarray([b"xy", b"z"], dtype=object)}
+    prefix = ckpt.save(state, str(tmp_path / "aligned"), alignment=alignment)
+    with BundleReader(prefix) as reader:
+        entries = {e.name: e for e in reader.entries()}
+        for name, value in state.items():
+            entry = entries[name]
+            assert entry.offset % alignment == 0
+            if value.dtype != object:
+                assert entry.size == value.nbytes  # the size never includes the padding
+    back = ckpt.load(prefix)
+    for name, value in state.items():
+        np.testing.assert_array_equal(back[name], value)
+    with ckpt.Reader(prefix) as reader:
+        assert reader["c"].ctypes.data % min(alignment, mmap_alignment()) == 0
+
+
+def mmap_alignment() -> int:
+    import mmap
+
+    return mmap.PAGESIZE
+
+
+def test_default_alignment_is_packed(tmp_path):
+    prefix = ckpt.save({"a": np.arange(3, dtype=np.int8), "b": np.arange(5, dtype=np.float32)},
+                       str(tmp_path / "packed"))
+    assert os.path.getsize(data_filename(prefix, 0, 1)) == 3 + 20
+
+
+def test_invalid_alignment_is_refused(tmp_path):
+    for bad in (0, -4, 1.5, True):
+        with pytest.raises(ValueError):
+            BundleWriter(str(tmp_path / "bad"), alignment=bad)
+
+
+def test_tensorflow_reads_an_aligned_checkpoint(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    state = {"w": np.random.rand(3, 5).astype(np.float32), "b": np.arange(7, dtype=np.int64),
+             "h": np.arange(3, dtype=np.float16), "names": np.asarray([b"alpha", b"b"], dtype=object)}
+    prefix = ckpt.save(state, str(tmp_path / "tf_aligned"), alignment=64)
+    reader = tf.train.load_checkpoint(prefix)
+    for name, value in state.items():
+        got = reader.get_tensor(name)
+        if value.dtype == object:
+            assert list(got) == list(value)
+        else:
+            np.testing.assert_array_equal(got, value)
+
+
+# ============================================================================================ reading into
+
+
+def test_read_into_fills_the_target_and_checks_the_crc(tmp_path):
+    values = {"f": np.random.rand(4, 5).astype(np.float32), "big": np.random.rand(1 << 20)}
+    prefix = ckpt.save(values, str(tmp_path / "ri"))
+    with BundleReader(prefix) as reader:
+        for name, value in values.items():
+            out = np.empty_like(value)
+            reader.read_into(reader.entry(name), out)
+            np.testing.assert_array_equal(out, value)
+        # a non-contiguous target falls back to a copy
+        target = np.zeros((5, 4), np.float32).T
+        reader.read_into(reader.entry("f"), target)
+        np.testing.assert_array_equal(target, values["f"])
+        with pytest.raises(ValueError):
+            reader.read_into(reader.entry("f"), np.empty((2, 2), np.float32))
+    # corrupt one byte of "f": read_into notices
+    entry = BundleReader(prefix).entry("f")
+    path = data_filename(prefix, 0, 1)
+    with open(path, "r+b") as f:
+        f.seek(entry.offset + 3)
+        byte = f.read(1)
+        f.seek(entry.offset + 3)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with BundleReader(prefix) as reader, pytest.raises(ChecksumMismatchError):
+        reader.read_into(reader.entry("f"), np.empty((4, 5), np.float32))
+
+
+def test_restore_reads_straight_into_numpy_arrays(tmp_path, monkeypatch):
+    state = {"a": np.random.rand(3, 4), "b": np.arange(6, dtype=np.int32), "s": np.float32(2.5)}
+    prefix = ckpt.save(state, str(tmp_path / "np"))
+    calls = []
+    real = BundleReader.read_into
+
+    def counting(self, entry, out):
+        calls.append(entry.name)
+        return real(self, entry, out)
+
+    monkeypatch.setattr(BundleReader, "read_into", counting)
+    target = {"a": np.zeros((3, 4)), "b": np.zeros(6, np.int32), "s": np.float32(0)}
+    a, b = target["a"], target["b"]
+    restored = ckpt.restore(prefix, target)
+    assert sorted(calls) == ["a", "b"]
+    assert restored["a"] is a and restored["b"] is b
+    np.testing.assert_array_equal(a, state["a"])
+    np.testing.assert_array_equal(b, state["b"])
+    assert restored["s"] == np.float32(2.5)
+
+
+def test_restore_reads_straight_into_torch_tensors(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    extra = {"bf": torch.randn(5).to(torch.bfloat16), "strided": torch.randn(4, 6).t()}
+    prefix = ckpt.save({"net": net, "extra": extra}, str(tmp_path / "torch"))
+    calls = []
+    real = BundleReader.read_into
+
+    def counting(self, entry, out):
+        calls.append(entry.name)
+        return real(self, entry, out)
+
+    monkeypatch.setattr(BundleReader, "read_into", counting)
+    net2 = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    extra2 = {"bf": torch.zeros(5, dtype=torch.bfloat16), "strided": torch.zeros(4, 6).t()}
+    ckpt.restore(prefix, {"net": net2, "extra": extra2})
+    for p, q in zip(net.parameters(), net2.parameters()):
+        assert torch.equal(p, q)
+    assert torch.equal(extra2["bf"], extra["bf"]) and torch.equal(extra2["strided"], extra["strided"])
+    assert "extra/bf" in calls and "net/0/weight" in calls
+    assert "extra/strided" not in calls  # not contiguous: restored by copy_
+
+
+# ============================================================================================ async
+
+
+def _slow_writes(monkeypatch, delay: float = 0.02) -> threading.Event:
+    started = threading.Event()
+    real = _fs.write
+
+    def write(fd, data):
+        started.set()
+        time.sleep(delay)
+        return real(fd, data)
+
+    monkeypatch.setattr(_fs, "write", write)
+    return started
+
+
+def test_async_save_returns_before_the_files_exist(tmp_path, monkeypatch):
+    _slow_writes(monkeypatch, 0.3)
+    state = {"w": np.arange(10.0)}
+    prefix = ckpt.save(state, str(tmp_path / "a"), step=3, blocking=False)
+    assert prefix == str(tmp_path / "a-3")
+    assert not os.path.exists(prefix + ".index")
+    assert ckpt.latest(str(tmp_path)) is None  # the state file moves only after the commit
+    ckpt.wait()
+    assert os.path.exists(prefix + ".index")
+    assert ckpt.latest(str(tmp_path)) == prefix
+    np.testing.assert_array_equal(ckpt.load(prefix)["w"], np.arange(10.0))
+
+
+def test_async_save_writes_a_snapshot(tmp_path, monkeypatch):
+    _slow_writes(monkeypatch, 0.1)
+    w = np.zeros(1000)
+    prefix = ckpt.save({"w": w, "n": 1}, str(tmp_path / "snap"), blocking=False)
+    w += 7  # after the call: not part of the checkpoint
+    ckpt.wait()
+    np.testing.assert_array_equal(ckpt.load(prefix)["w"], np.zeros(1000))
+
+
+def test_async_save_of_torch_state_is_a_snapshot(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    _slow_writes(monkeypatch, 0.1)
+    net = torch.nn.Linear(3, 2)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    prefix = ckpt.save({"net": net}, str(tmp_path / "t"), blocking=False)
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    ckpt.wait()
+    net2 = torch.nn.Linear(3, 2)
+    ckpt.restore(prefix, {"net": net2})
+    assert torch.equal(net2.weight, before["weight"])
+
+
+def test_a_background_error_is_raised_by_the_next_save_and_by_wait(tmp_path, monkeypatch):
+    def failing(fd, data):
+        raise OSError(28, "No space left on device (injected)")
+
+    monkeypatch.setattr(_fs, "write", failing)
+    ckpt.save({"w": np.zeros(3)}, str(tmp_path / "e"), step=1, blocking=False)  # returns: the error comes later
+    with pytest.raises(OSError, match="injected"):
+        ckpt.save({"w": np.zeros(3)}, str(tmp_path / "e"), step=2, blocking=False)
+    # step 2 was not started (the error was raised instead); nothing pending now
+    ckpt.wait()
+    ckpt.save({"w": np.zeros(3)}, str(tmp_path / "e"), step=3, blocking=False)
+    with pytest.raises(OSError, match="injected"):
+        ckpt.wait()
+    ckpt.wait()  # raised once only
+    monkeypatch.undo()
+    assert ckpt.latest(str(tmp_path)) is None
+    assert [n for n in os.listdir(tmp_path) if ".tmp-" in n or n.endswith(".index")] == []
+
+
+def test_at_most_one_async_save_in_flight(tmp_path, monkeypatch):
+    active = []
+    peak = [0]
+    real = _fs.write
+
+    def write(fd, data):
+        active.append(threading.get_ident())
+        peak[0] = max(peak[0], len({t for t in active}))
+        time.sleep(0.01)
+        active.remove(threading.get_ident())
+        return real(fd, data)
+
+    monkeypatch.setattr(_fs, "write", write)
+    for step in range(4):
+        ckpt.save({"w": np.full(5, step)}, str(tmp_path / "m"), step=step, blocking=False)
+    ckpt.wait()
+    assert peak[0] == 1
+    assert ckpt.latest(str(tmp_path)) == str(tmp_path / "m-3")
+    for step in range(4):
+        assert ckpt.load(str(tmp_path / f"m-{step}"))["w"][0] == step
+
+
+def test_interpreter_exit_drains_pending_saves(tmp_path):
+    script = textwrap.dedent(f"""
+        import time, numpy as np, ckpt
+        from ckpt import _fs
+        real = _fs.write
+        def slow(fd, data):
+            time.sleep(0.2)
+            return real(fd, data)
+        _fs.write = slow
+        ckpt.save({{"w": np.arange(100.0)}}, {str(tmp_path / "exit")!r}, step=1, blocking=False)
+        m = ckpt.Manager({str(tmp_path / "mgr")!r}, async_save=True)
+        m.save(5, {{"v": np.ones(3)}})
+        print("returned", flush=True)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "returned" in out.stdout
+    assert ckpt.latest(str(tmp_path)) == str(tmp_path / "exit-1")
+    np.testing.assert_array_equal(ckpt.load(str(tmp_path / "exit-1"))["w"], np.arange(100.0))
+    assert ckpt.verify(str(tmp_path / "exit-1")).ok
+    assert ckpt.latest(str(tmp_path / "mgr")) == str(tmp_path / "mgr" / "ckpt-5")
+
+
+def test_manager_async_with_retention(tmp_path, monkeypatch):
+    _slow_writes(monkeypatch, 0.005)
+    manager = ckpt.Manager(str(tmp_path), max_to_keep=2, async_save=True)
+    w = np.zeros(4)
+    for step in range(1, 6):
+        w[:] = step
+        assert manager.save(step, {"w": w}, metrics={"loss": 1.0 / step}) == manager.prefix_for(step)
+    w[:] = -1  # after the last call: not saved
+    manager.wait()
+    assert manager.all_steps() == [4, 5]
+    assert ckpt.latest(str(tmp_path)) == manager.prefix_for(5)
+    np.testing.assert_array_equal(ckpt.load(manager.prefix_for(5))["w"], np.full(4, 5.0))
+    manager.close()
+    reopened = ckpt.Manager(str(tmp_path), max_to_keep=2)
+    assert reopened.all_steps() == [4, 5]
+    target = {"w": np.zeros(4)}
+    reopened.restore(target)
+    np.testing.assert_array_equal(target["w"], np.full(4, 5.0))
+
+
+def test_manager_async_errors_surface_on_close(tmp_path, monkeypatch):
+    manager = ckpt.Manager(str(tmp_path), async_save=True)
+    manager.save(1, {"w": np.zeros(2)})
+    manager.wait()
+
+    def failing(fd, data):
+        raise OSError(5, "I/O error (injected)")
+
+    monkeypatch.setattr(_fs, "write", failing)
+    manager.save(2, {"w": np.zeros(2)})
+    with pytest.raises(OSError, match="injected"):
+        manager.close()
+    monkeypatch.undo()
+    assert ckpt.latest(str(tmp_path)) == manager.prefix_for(1)
+    assert ckpt.Manager(str(tmp_path)).all_steps() == [1]
+
+
+def test_manager_async_error_surfaces_on_next_save(tmp_path, monkeypatch):
+    manager = ckpt.Manager(str(tmp_path), async_save=True)
+
+    def failing(fd, data):
+        raise OSError(5, "I/O error (injected)")
+
+    monkeypatch.setattr(_fs, "write", failing)
+    manager.save(1, {"w": np.zeros(2)})
+    with pytest.raises(OSError, match="injected"):
+        manager.save(2, {"w": np.zeros(2)})
+    monkeypatch.undo()
+    manager.save(3, {"w": np.zeros(2)})
+    manager.close()
+    assert ckpt.Manager(str(tmp_path)).all_steps() == [3]
+
+
+def test_async_blocking_time_compared_with_sync(tmp_path):
+    state = {f"layer{i}": np.random.rand(256, 1024) for i in range(32)}  # 64 MiB
+    t0 = time.perf_counter()
+    ckpt.save(state, str(tmp_path / "sync"))
+    sync_time = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ckpt.save(state, str(tmp_path / "async"), blocking=False)
+    blocked = time.perf_counter() - t0
+    ckpt.wait()
+    total = time.perf_counter() - t0
+    print(f"\nsync save {sync_time:.3f}s; async save blocked {blocked:.3f}s ({blocked / sync_time:.2f}x), "
+          f"committed after {total:.3f}s")
+    back = ckpt.load(str(tmp_path / "async"))
+    np.testing.assert_array_equal(back["layer7"], state["layer7"])
+
+
+# ============================================================================================ lazy loads
+
+
+@pytest.fixture(scope="module")
+def hundred_thousand(tmp_path_factory):
+    prefix = str(tmp_path_factory.mktemp("lazy") / "many")
+    state = {f"layer{i // 100:04d}/t{i % 100:02d}": np.full(4, i, np.float32) for i in range(100_000)}
+    ckpt.save(state, prefix, sync=False)
+    return prefix
+
+
+def _count_blocks(monkeypatch) -> list[int]:
+    blocks: list[int] = []
+    real = TableReader._read_block
+
+    def counting(self, offset, size, *, what):
+        blocks.append(offset)
+        return real(self, offset, size, what=what)
+
+    monkeypatch.setattr(TableReader, "_read_block", counting)
+    return blocks
+
+
+def _count_data_bytes(monkeypatch) -> list[int]:
+    read: list[int] = []
+    real_payload, real_into = BundleReader._payload, BundleReader.read_into
+
+    def payload(self, entry, verify=None):
+        read.append(entry.size)
+        return real_payload(self, entry, verify)
+
+    def into(self, entry, out):
+        read.append(entry.size)
+        return real_into(self, entry, out)
+
+    monkeypatch.setattr(BundleReader, "_payload", payload)
+    monkeypatch.setattr(BundleReader, "read_into", into)
+    return read
+
+
+def test_reading_one_tensor_of_100000_reads_a_few_blocks(hundred_thousand, monkeypatch):
+    blocks = _count_blocks(monkeypatch)
+    t0 = time.perf_counter()
+    with ckpt.Reader(hundred_thousand) as reader:
+        value = reader["layer0567/t89"]
+        assert "layer0999/t99" in reader and "nope" not in reader
+    elapsed = time.perf_counter() - t0
+    assert value[0] == 56789
+    # the index block, the header's data block, the tensor's data block and the two looked up by "in"
+    assert len(blocks) <= 5, len(blocks)
+    with open(hundred_thousand + ".index", "rb") as f:
+        total = TableReader(f.read()).num_blocks
+    print(f"\nopen + read one tensor of 100,000: {elapsed * 1e3:.2f} ms warm, {len(blocks)} of {total} blocks read")
+
+
+def test_subset_restore_with_a_dict_map_reads_only_what_it_needs(hundred_thousand, monkeypatch):
+    blocks = _count_blocks(monkeypatch)
+    data = _count_data_bytes(monkeypatch)
+    target = {"w": np.zeros(4, np.float32)}
+    report = ckpt.restore(hundred_thousand, target, map={"layer0123/t45": "w"}, strict=False)
+    assert report.ok and report.restored == ["w"]
+    assert target["w"][0] == 12345
+    assert sum(data) < 10_000_000  # the tensor (16 bytes) and the ckpt record, not the whole data file
+    assert len(blocks) <= 10, len(blocks)
+
+    blocks.clear()
+    data.clear()
+    strict_target = {"w": np.zeros(4, np.float32)}
+    ckpt.restore(hundred_thousand, strict_target, map={"layer0123/t45": "w"})
+    assert strict_target["w"][0] == 12345 and len(blocks) <= 10
