@@ -146,7 +146,7 @@ def test_table_round_trip(keys, data):
         assert list(reader.items(start)) == pairs[len(keys) // 2:]
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
 @given(keys_strategy(max_size=30), st.integers(min_value=20_000, max_value=120_000))
 def test_table_round_trip_across_blocks(keys, value_size):
     assume(len(keys) >= 8)

@@ -569,6 +569,13 @@ def restore(path: str | os.PathLike, into: Any, *, map: NameMap | None = None, s
         StateMismatchError: (strict) names or shapes differ; nothing was modified.
         CheckpointNotFoundError, CorruptCheckpointError: as for ``Reader``.
     """
+    with _no_gc():  # the walk makes many small objects; collections would cost more than the walk
+        return _restore(path, into, map=map, strict=strict, rng=rng, verify_checksums=verify_checksums,
+                        names=names)
+
+
+def _restore(path: str | os.PathLike, into: Any, *, map: NameMap | None, strict: bool, rng: bool,
+             verify_checksums: bool, names: str) -> Any:
     fn, subset = _mapper(map)
     walked = tree.walk(into, restoring=True)
     if walked.problems:

@@ -30,6 +30,10 @@ def decode_varint(buf, pos: int, end: int | None = None) -> tuple[int, int]:
     """
     if end is None:
         end = len(buf)
+    if pos < end:
+        byte = buf[pos]
+        if byte < 0x80:  # most varints are one byte: skip the loop
+            return byte, pos + 1
     result = 0
     shift = 0
     limit = min(end, pos + MAX_VARINT64_BYTES)

@@ -198,19 +198,27 @@ class BundleReader:
     def _parse_entry(self, key: bytes, value: bytes, name: str | None = None) -> TensorEntry:
         name = name or _decode_name(key)
         path = self.index_path
-        proto = tensor_bundle_pb2.BundleEntryProto()
-        try:
-            proto.ParseFromString(value)
-        except Exception as exc:
-            raise CorruptCheckpointError(f"{path}: malformed entry for tensor {name!r} ({exc})",
-                                         path=path, key=name) from None
-        dtype = _dtypes.from_enum(proto.dtype)
+        fields = _decode_common_entry(value)
+        if fields is not None:
+            dtype_enum, shape, shard_id, offset, size, masked_crc = fields
+            unknown_rank, proto_slices = False, ()
+        else:
+            proto = tensor_bundle_pb2.BundleEntryProto()
+            try:
+                proto.ParseFromString(value)
+            except Exception as exc:
+                raise CorruptCheckpointError(f"{path}: malformed entry for tensor {name!r} ({exc})",
+                                             path=path, key=name) from None
+            dtype_enum, shard_id, offset, size, masked_crc = (proto.dtype, proto.shard_id, proto.offset,
+                                                              proto.size, proto.crc32c)
+            unknown_rank, proto_slices = proto.shape.unknown_rank, proto.slices
+            shape = tuple(d.size for d in proto.shape.dim)
+        dtype = _dtypes.from_enum(dtype_enum)
         if dtype is None:
-            raise CorruptCheckpointError(f"{path}: tensor {name!r} has unknown dtype number {proto.dtype}",
-                                         path=path, key=name, found=proto.dtype)
-        if proto.shape.unknown_rank:
+            raise CorruptCheckpointError(f"{path}: tensor {name!r} has unknown dtype number {dtype_enum}",
+                                         path=path, key=name, found=dtype_enum)
+        if unknown_rank:
             raise CorruptCheckpointError(f"{path}: tensor {name!r} has a shape of unknown rank", path=path, key=name)
-        shape = tuple(d.size for d in proto.shape.dim)
         if len(shape) > MAX_RANK or any(d < 0 for d in shape):
             raise CorruptCheckpointError(f"{path}: tensor {name!r} has an invalid shape {list(shape)}",
                                          path=path, key=name, found=list(shape))
@@ -221,24 +229,23 @@ class BundleReader:
                 raise CorruptCheckpointError(
                     f"{path}: tensor {name!r} has shape {list(shape)}, whose element count overflows int64",
                     path=path, key=name, found=list(shape))
-        if proto.offset < 0 or proto.size < 0 or not 0 <= proto.shard_id < self.num_shards:
+        if offset < 0 or size < 0 or not 0 <= shard_id < self.num_shards:
             raise CorruptCheckpointError(
-                f"{path}: tensor {name!r} points outside the checkpoint (shard {proto.shard_id} of "
-                f"{self.num_shards}, offset {proto.offset}, size {proto.size})", path=path, key=name)
-        slices = tuple(self._parse_slice(name, shape, s) for s in proto.slices)
-        entry = TensorEntry(name, dtype, shape, proto.shard_id, proto.offset, proto.size, unmask(proto.crc32c),
-                            slices)
+                f"{path}: tensor {name!r} points outside the checkpoint (shard {shard_id} of "
+                f"{self.num_shards}, offset {offset}, size {size})", path=path, key=name)
+        slices = tuple(self._parse_slice(name, shape, s) for s in proto_slices)
+        entry = TensorEntry(name, dtype, shape, shard_id, offset, size, unmask(masked_crc), slices)
         if not slices and dtype.is_pod:
             expected = entry.num_elements * dtype.itemsize
-            if proto.size != expected:
+            if size != expected:
                 raise CorruptCheckpointError(
-                    f"{path}: tensor {name!r} stores {proto.size} bytes but its shape {list(shape)} of "
-                    f"{dtype.name} needs {expected}", path=path, key=name, expected=expected, found=proto.size)
-        elif not slices and dtype.is_string and proto.size < 4 + entry.num_elements:
+                    f"{path}: tensor {name!r} stores {size} bytes but its shape {list(shape)} of "
+                    f"{dtype.name} needs {expected}", path=path, key=name, expected=expected, found=size)
+        elif not slices and dtype.is_string and size < 4 + entry.num_elements:
             # Each element needs at least a 1-byte length, plus the 4-byte length checksum.
             raise CorruptCheckpointError(
-                f"{path}: string tensor {name!r} stores {proto.size} bytes, too few for {entry.num_elements} "
-                "elements", path=path, key=name, expected=f">= {4 + entry.num_elements}", found=proto.size)
+                f"{path}: string tensor {name!r} stores {size} bytes, too few for {entry.num_elements} "
+                "elements", path=path, key=name, expected=f">= {4 + entry.num_elements}", found=size)
         return entry
 
     def _parse_slice(self, name: str, shape: tuple[int, ...], proto) -> tuple[tuple[int, int], ...]:
@@ -629,6 +636,75 @@ def _map_file(path: str, ident: bool = False):
         size = st.st_size
         buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         return (buf, size, (st.st_dev, st.st_ino)) if ident else (buf, size)
+
+
+_INT32_LIMIT = 1 << 31
+_INT64_LIMIT = 1 << 63
+
+
+def _decode_common_entry(buf: bytes) -> tuple[int, tuple[int, ...], int, int, int, int] | None:
+    """Decode the BundleEntryProto every plain tensor has (dtype, shape dims, shard, offset, size, crc32c) without
+    protobuf, which costs more than the rest of reading an entry; ``(dtype, shape, shard, offset, size,
+    masked crc)``. Anything else (slices, dim names, unknown or repeated messages, negative or malformed values)
+    gives None, and the protobuf parser handles it with its full semantics and error messages."""
+    dtype = shard = offset = size = crc = 0
+    shape: tuple[int, ...] | None = None
+    pos, end = 0, len(buf)
+    try:
+        while pos < end:
+            tag = buf[pos]
+            pos += 1
+            if tag == 0x08 and pos < end and buf[pos] < 0x80:
+                dtype = buf[pos]
+                pos += 1
+            elif tag == 0x08:
+                dtype, pos = decode_varint(buf, pos, end)
+            elif tag == 0x12:
+                if shape is not None:
+                    return None  # protobuf would merge two shape messages
+                length, pos = decode_varint(buf, pos, end)
+                stop = pos + length
+                if stop > end:
+                    return None
+                dims = []
+                while pos < stop:
+                    if buf[pos] != 0x12:
+                        return None  # unknown_rank or unknown fields
+                    length, pos = decode_varint(buf, pos + 1, stop)
+                    dim_stop = pos + length
+                    if dim_stop > stop:
+                        return None
+                    dim = 0
+                    while pos < dim_stop:
+                        if buf[pos] != 0x08:
+                            return None  # a dim name or unknown fields
+                        if pos + 1 < dim_stop and buf[pos + 1] < 0x80:
+                            dim = buf[pos + 1]
+                            pos += 2
+                        else:
+                            dim, pos = decode_varint(buf, pos + 1, dim_stop)
+                    if pos != dim_stop or dim >= _INT64_LIMIT:
+                        return None
+                    dims.append(dim)
+                if pos != stop:
+                    return None
+                shape = tuple(dims)
+            elif tag == 0x18:
+                shard, pos = decode_varint(buf, pos, end)
+            elif tag == 0x20:
+                offset, pos = decode_varint(buf, pos, end)
+            elif tag == 0x28:
+                size, pos = decode_varint(buf, pos, end)
+            elif tag == 0x35 and pos + 4 <= end:
+                crc = int.from_bytes(buf[pos:pos + 4], "little")
+                pos += 4
+            else:
+                return None
+    except VarintError:
+        return None
+    if dtype >= _INT32_LIMIT or shard >= _INT32_LIMIT or offset >= _INT64_LIMIT or size >= _INT64_LIMIT:
+        return None  # negative int32/int64 values: protobuf's conversion applies
+    return dtype, shape if shape is not None else (), shard, offset, size, crc
 
 
 def _slice_spec(extents: Sequence[tuple[int, int]]) -> str:
