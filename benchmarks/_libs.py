@@ -258,7 +258,7 @@ class RawJson(Raw):
 
     def lookup(self, directory, name):
         with open(os.path.join(directory, "index.json")) as f:
-            offset, size, dtype, shape = json.load(f)[name]
+            offset, _size, dtype, shape = json.load(f)[name]
         out = np.empty(shape, dtype)
         with open(os.path.join(directory, "data.bin"), "rb", buffering=0) as data:
             data.seek(offset)

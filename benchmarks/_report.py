@@ -139,6 +139,10 @@ def markdown(run: dict) -> str:
     out.append("")
     out.append("Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(run["versions"].items()) if v)
                + f"; ckpt source {run['ckpt_rev']}.")
+    if run.get("ckpt_changed"):
+        out.append("")
+        out.append("**Warning: ckpt's source changed during this run** (first seen changed at "
+                   + "; ".join(run["ckpt_changed"]) + "): rounds measured different code; rerun for clean figures.")
     if run.get("skipped"):
         out.append("")
         out.append("Not measured: " + "; ".join(f"{k} ({v})" for k, v in run["skipped"].items()) + ".")

@@ -116,6 +116,19 @@ class Cold:
         return self.method
 
 
+def _fingerprint(package_dir: str) -> str:
+    """Names, sizes and mtimes of a package's sources: tells whether the code changed between workers."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for root, _dirs, files in sorted(os.walk(package_dir)):
+        for name in sorted(files):
+            if name.endswith(".py"):
+                st = os.stat(os.path.join(root, name))
+                h.update(f"{root}/{name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()[:12]
+
+
 def _warm_files(path: str) -> None:
     buf = bytearray(1 << 20)
     for name in _files(path):
@@ -227,6 +240,9 @@ class Worker:
             try:
                 lib = LIBS[name](self.wl)
                 self.meta["versions"][name] = lib.version()
+                if name == "ckpt":
+                    self.meta["ckpt_path"] = os.path.dirname(lib.ckpt.__file__)
+                    self.meta["ckpt_fingerprint"] = _fingerprint(self.meta["ckpt_path"])
                 libs.append(lib)
             except Exception as e:
                 self.meta["errors"].append(f"{name}: {type(e).__name__}: {e}")

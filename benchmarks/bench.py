@@ -104,13 +104,20 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} CPUs{mem}, Linux {platform.release()}, Python {platform.python_version()}"
 
 
-def ckpt_rev() -> str:
+def ckpt_rev(path: str | None) -> str:
+    """Which ckpt was measured: the checkout's commit and uncommitted files, or where it was imported from."""
+    src = os.path.join(REPO, "src", "ckpt")
+    if path and os.path.realpath(path) != os.path.realpath(src):
+        return f"imported from {path}"
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
                              timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "src/ckpt"], cwd=REPO, capture_output=True,
-                               text=True, timeout=10).stdout.strip()
-        return f"{rev}{' + uncommitted changes' if dirty else ''}" if rev else "unknown"
+                               text=True, timeout=10).stdout.split("\n")
+        files = [line[3:] for line in dirty if line.strip()]
+        more = f" and {len(files) - 3} more" if len(files) > 3 else ""
+        changes = f" + uncommitted changes to {', '.join(files[:3])}{more}" if files else ""
+        return f"{rev}{changes}" if rev else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -255,6 +262,8 @@ def main(argv=None) -> int:
     versions: dict[str, str] = {}
     info: dict[str, dict] = {}
     colds, mems, errors = set(), set(), []
+    ckpt_path = None
+    fingerprints: dict[str, str] = {}  # ckpt source fingerprint -> first worker that saw it
     try:
         for r in range(1, rounds + 1):
             for w in workloads:
@@ -271,6 +280,9 @@ def main(argv=None) -> int:
                     records.extend(recs)
                     meta = result.get("meta", {})
                     versions.update({k2: v for k2, v in meta.get("versions", {}).items() if v})
+                    ckpt_path = meta.get("ckpt_path") or ckpt_path
+                    if meta.get("ckpt_fingerprint"):
+                        fingerprints.setdefault(meta["ckpt_fingerprint"], f"round {r}, {w}")
                     if "nbytes" in meta:
                         info[w] = {k2: meta[k2] for k2 in ("nbytes", "tensors", "description")}
                     if meta.get("memory_method"):
@@ -290,13 +302,15 @@ def main(argv=None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
 
     lib_order = [n for _, names in groups for n in names]
+    load_end = os.getloadavg()[0] if load_start is not None else None
     run = dict(size=args.size, rounds=rounds, workloads=workloads, libs=lib_order, records=records,
                versions=versions, workload_info=info, skipped=skipped,
                date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), machine=machine(), cpus=os.cpu_count(),
-               disk=f"{dev} ({fstype})",
-               cold=" + ".join(sorted(colds)) or cold, memory_method=" + ".join(sorted(mems)) or "?",
-               prefault=not args.no_prefault, load=(load_start, os.getloadavg()[0] if load_start is not None
-                                                    else None), ckpt_rev=ckpt_rev(), wall_seconds=time.perf_counter() - t_start, worker_errors=errors)
+               disk=f"{dev} ({fstype})", cold=" + ".join(sorted(colds)) or cold,
+               memory_method=" + ".join(sorted(mems)) or "?", prefault=not args.no_prefault,
+               load=(load_start, load_end), ckpt_rev=ckpt_rev(ckpt_path),
+               wall_seconds=time.perf_counter() - t_start, worker_errors=errors,
+               ckpt_changed=list(fingerprints.values())[1:])
     os.makedirs(args.out, exist_ok=True)
     png = os.path.join(args.out, "latest.png")
     if not args.no_chart:

@@ -48,9 +48,9 @@ def main(argv=None) -> int:
     prefix = os.path.join(workdir, "ckpt")
     print(f"{args.workload} @ {args.size}: {wl.nbytes / 1e6:.1f} MB, {len(wl.state):,} tensors; ckpt "
           f"{ckpt.__version__} from {os.path.dirname(ckpt.__file__)}")
-    ops = {
-        "save": lambda: ckpt.save(wl.state, prefix, sync=True),
-        "save_nosync": lambda: ckpt.save(wl.state, prefix, sync=False),
+    ops = {  # saves go to new prefixes (as in bench.py: replacing existing files costs ext4 an implicit flush)
+        "save": lambda: ckpt.save(wl.state, os.path.join(workdir, "new", "ckpt"), sync=True),
+        "save_nosync": lambda: ckpt.save(wl.state, os.path.join(workdir, "new-nosync", "ckpt"), sync=False),
         "restore": lambda: ckpt.restore(prefix, dest),
         "load": lambda: ckpt.load(prefix, flat=True),
     }
