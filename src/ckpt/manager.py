@@ -50,7 +50,7 @@ from ._lock import DirectoryLock, check_timeout
 from .errors import (CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, CorruptCheckpointWarning,
                      UnsupportedError)
 from .format.bundle import TMP_MARKER, check_bundle, index_filename
-from .format.state_file import STATE_FILENAME, CheckpointState, read_state, resolve, write_state
+from .format.state_file import STATE_FILENAME, CheckpointState, _describe, read_state, resolve, write_state
 from .policies import (CheckpointInfo, KeepAny, KeepBest, KeepContext, KeepEveryNHours, KeepEveryNSteps, KeepLast,
                        KeepPolicy, SaveAny, SaveContext, SaveEveryNSeconds, SaveEveryNSteps, SavePolicy,
                        preserved_by, rank_best)
@@ -887,10 +887,6 @@ def read_record(directory: str | os.PathLike, name: str = "ckpt") -> ManagerReco
         raise CorruptCheckpointError(f"{path}: not a valid manager record ({exc}){how_to_fix}",
                                      path=path) from None
     return ManagerRecord(infos, frozenset(preserved), float(last))
-
-
-def _describe(skipped: list[tuple[str, Exception]]) -> str:
-    return "; ".join(f"{prefix} ({problem})" for prefix, problem in skipped)
 
 
 def _answer(policy: Any, answer: Sequence[Any], expected: int) -> list[bool]:

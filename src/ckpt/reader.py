@@ -123,11 +123,14 @@ class Reader:
 
     def __new__(cls, path: str | os.PathLike, *, verify_checksums: bool = True, names: str = "raw",
                 format: str | None = None):
+        fmt = None
         if cls is Reader:
             fmt = _formats.canonical(format) if format else _formats.detect(path)
             if fmt != "tensorflow":
                 cls = ForeignReader
-        return super().__new__(cls)
+        self = super().__new__(cls)
+        self._detected = fmt  # ForeignReader.__init__ uses it instead of detecting (reading the file) again
+        return self
 
     def __init__(self, path: str | os.PathLike, *, verify_checksums: bool = True, names: str = "raw",
                  format: str | None = None) -> None:
@@ -217,8 +220,6 @@ class Reader:
             return False
         if self._entries is not None or self.names == "clean":
             return name in self._all()
-        if self._entries is not None:
-            return name in self._entries
         return self._bundle.entry(name) is not None
 
     def __len__(self) -> int:
@@ -291,7 +292,7 @@ class ForeignReader(Reader):
                  format: str | None = None) -> None:
         del verify_checksums  # only bundles store checksums
         self.names = _check_names(names)
-        fmt = _formats.canonical(format) if format else _formats.detect(path)
+        fmt = self._detected or (_formats.canonical(format) if format else _formats.detect(path))
         self._source = _formats.get(fmt).open(path, names=names)
         self.format = fmt
         self.prefix = os.fspath(self._source.path)

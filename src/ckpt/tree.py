@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .adapters import framework_of, get_adapter, prescan
 from .errors import DTypeNotSupportedError
 from .format import dtypes as _dtypes
 
@@ -266,8 +267,6 @@ def _walk(obj: Any, name: str, ctx: Context) -> tuple[Any, Callable[[], Any]]:
         return {"dataclass": type(obj).__name__, "fields": fields_, "items": nodes}, rebuild_dataclass
     framework = _framework_of(obj)
     if framework:
-        from .adapters import get_adapter
-
         adapter = get_adapter(framework)
         handled = adapter.walk(obj, name, ctx)
         if handled is not None:
@@ -287,16 +286,12 @@ def _walk_sequence(items: list, name: str, ctx: Context, keys: list[str] | None 
 
 def _framework_of(obj: Any) -> str | None:
     """Which framework adapter handles ``obj``, judged from its class hierarchy's modules (no imports)."""
-    from .adapters import framework_of
-
     return framework_of(type(obj))
 
 
 def walk(state: Any, *, restoring: bool = False) -> Walk:
     """Walk ``state`` once; see the module docstring."""
     ctx = Context(restoring=restoring)
-    from .adapters import prescan
-
     prescan(state, ctx)
     spec, rebuild_fn = _walk(state, "", ctx)
     return Walk(spec, ctx.leaves, ctx.groups, ctx.aliases, ctx.problems, rebuild_fn)

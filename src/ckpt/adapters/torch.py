@@ -23,7 +23,8 @@ import ml_dtypes
 import numpy as np
 import torch
 
-from ..tree import Context, Group, GroupPlan, JsonValue, Leaf, join, rebuild
+from ..tree import (Context, Group, GroupPlan, JsonValue, Leaf, _walk, find_spec, iter_spec_leaves, join,
+                    rebuild)
 
 _SPECIAL = {  # torch dtypes NumPy has only through ml_dtypes: (numpy dtype, same-size integer torch dtype)
     torch.bfloat16: (np.dtype(ml_dtypes.bfloat16), torch.int16),
@@ -193,8 +194,6 @@ def _module(module: torch.nn.Module, name: str, ctx: Context):
 
 
 def _plan_extra(module: torch.nn.Module, name: str, extra: list[tuple[str, str]], saved: Any) -> GroupPlan:
-    from ..tree import find_spec
-
     plan = GroupPlan()
     values = []
     for key, full in extra:
@@ -273,8 +272,6 @@ def _optimizer(opt: torch.optim.Optimizer, name: str, ctx: Context):
 
 
 def _plan_optimizer(opt, name: str, names: list[list[str]], available, saved) -> GroupPlan:
-    from ..tree import iter_spec_leaves
-
     plan = GroupPlan()
     if not isinstance(saved, dict) or "param_groups" not in saved:
         plan.missing.append(f"{name} (optimizer state: the checkpoint has none under this name)")
@@ -350,8 +347,6 @@ def _collect_json_slots(node: Any, path: list[str], out: list, params: dict) -> 
 def _stateful(obj: Any, name: str, ctx: Context):
     """Objects with ``state_dict``/``load_state_dict`` (LR schedulers, GradScaler): tensors saved as tensors,
     everything else as JSON."""
-    from ..tree import _walk  # the generic walk handles the nested dicts and lists of a state_dict
-
     if ctx.restoring:  # the saved state decides what is read
         ctx.groups.append(Group(name, lambda available, saved: _plan_stateful(obj, name, available, saved)))
         return {"object": f"torch:{type(obj).__qualname__}"}, lambda: obj
@@ -375,8 +370,6 @@ def _plan_stateful(obj: Any, name: str, available, saved) -> GroupPlan:
     if not isinstance(saved, dict) or "state" not in saved:
         plan.missing.append(f"{name} ({type(obj).__name__} state: the checkpoint has none under this name)")
         return plan
-    from ..tree import iter_spec_leaves
-
     for full, node in iter_spec_leaves(saved["state"]):
         stored = node.get("alias", full)
         if stored not in available:

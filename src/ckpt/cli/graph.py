@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..graph import load, write_events, write_html
+from ..graph._attrs import _shape_text
 from ._output import escape, print_json
 
 EXAMPLES = """examples:
@@ -37,12 +38,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--save", metavar="FILE",
                    help="write the graph again (.pbtxt: text, .pb: binary GraphDef, .meta: MetaGraphDef)")
     p.set_defaults(func=run)
-
-
-def _shape(shape) -> str:
-    if shape is None:
-        return "<unknown>"
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def _tensor(op):
@@ -114,7 +109,7 @@ def _rows(graph, section: str, json: bool = False):
                              "partition": None if v.partition is None else
                              {"full_shape": list(v.partition[0]), "offset": list(v.partition[1])}})
                 continue
-            row = [escape(v.name), v.type, v.dtype or "?", _shape(v.shape)]
+            row = [escape(v.name), v.type, v.dtype or "?", _shape_text(v.shape)]
             if v.checkpoint_name != v.name:
                 row.append(f"-> {escape(v.checkpoint_name)}")
             rows.append(row)
@@ -129,6 +124,6 @@ def _rows(graph, section: str, json: bool = False):
                          "shape": None if shape is None else [d for d in shape],
                          "needs": graph.needed_inputs(op.name) if section == "outputs" else None})
         else:
-            rows.append([escape(op.name), escape(op.type), dtype or "?", _shape(shape)])
+            rows.append([escape(op.name), escape(op.type), dtype or "?", _shape_text(shape)])
     return rows
 

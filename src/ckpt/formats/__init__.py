@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CheckpointNotFoundError, DTypeNotSupportedError, UnsupportedError
+from ..errors import DTypeNotSupportedError, UnsupportedError
 
 __all__ = ["FORMATS", "TensorInfo", "Source", "detect", "open", "get", "destination_format", "canonical",
            "admit", "atomic_output"]
@@ -295,13 +295,6 @@ def destination_format(path: str | os.PathLike, format: str | None = None) -> st
     if name.endswith(".h5") or name.endswith(".hdf5"):
         return "keras"
     return "tensorflow"
-
-
-def not_found(path: str) -> CheckpointNotFoundError:
-    directory = os.path.dirname(path) or "."
-    listing = sorted(os.listdir(directory))[:20] if os.path.isdir(directory) else []
-    return CheckpointNotFoundError(f"no file at {path}" + (f"; {directory} holds: {', '.join(listing)}" if listing
-                                                            else ""), path=path, tried=[path], available=listing)
 
 
 # ---------------------------------------------------------------------------------------------- writer helpers

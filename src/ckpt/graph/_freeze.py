@@ -31,6 +31,7 @@ import numpy as np
 from ..errors import CheckpointNotFoundError, OperationNotFoundError, StateMismatchError, UnsupportedError
 from ..format.protos import attr_value_pb2, graph_pb2
 from ..format.tensor_proto import dtype_name, make_tensor_proto, shape_from_proto
+from ._attrs import _shape_text
 from ._model import VARIABLE_OPS, Graph, parse_input
 
 __all__ = ["freeze", "extract_sub_graph"]
@@ -168,8 +169,8 @@ def _read_values(nodes, variables, checkpoint, reader_cls) -> dict[str, np.ndarr
             shape = shape_from_proto(node.attr["shape"].shape) if "shape" in node.attr else None
             if shape is not None and (len(shape) != value.ndim or any(
                     d is not None and d != s for d, s in zip(shape, value.shape))):
-                mismatched.append(f"{node.name}: the graph says shape {_shape(shape)}, the checkpoint holds "
-                                  f"{_shape(value.shape)}")
+                mismatched.append(f"{node.name}: the graph says shape {_shape_text(shape)}, the checkpoint holds "
+                                  f"{_shape_text(value.shape)}")
                 continue
             values[node.name] = value
         if absent:
@@ -184,10 +185,6 @@ def _read_values(nodes, variables, checkpoint, reader_cls) -> dict[str, np.ndarr
     finally:
         if own:
             reader.close()
-
-
-def _shape(shape) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def _replace_variables(pruned: graph_pb2.GraphDef, values: dict[str, np.ndarray]) -> graph_pb2.GraphDef:
