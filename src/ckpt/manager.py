@@ -418,6 +418,11 @@ class Manager:
             self._meta_written = True
         return prefix
 
+    def _checkpoint_record(self, step: int, metrics: dict[str, float] | None, now: float) -> dict[str, Any]:
+        """What a checkpoint records about the manager that wrote it (lets a crashed save be adopted later)."""
+        encoded = None if metrics is None else {k: _encode_metric(v) for k, v in metrics.items()}
+        return {"manager": {"name": self.name, "step": step, "metrics": encoded, "time": now}}
+
     def _save_async(self, step: int, state: Any, metrics: dict[str, float] | None,
                     metadata: Mapping[str, Any] | None, force: bool, write_meta) -> str | None:
         """Decide and snapshot now; write, commit and apply retention in the background."""
@@ -428,11 +433,9 @@ class Manager:
                                   path=prefix)
         if not force and not self._should_save(step, now):
             return None
-        encoded = None if metrics is None else {k: _encode_metric(v) for k, v in metrics.items()}
         with api._no_gc():
             plan = api._plan(state, metadata=metadata, rng=self.rng,
-                             extra_record={"manager": {"name": self.name, "step": step, "metrics": encoded,
-                                                       "time": now}})
+                             extra_record=self._checkpoint_record(step, metrics, now))
             arrays = api._snapshot(plan, self._saver)
 
         def commit() -> None:
@@ -462,12 +465,10 @@ class Manager:
                                   f"replace it, or use another `name`", path=prefix)
         if not force and prepared is None and not self._should_save(step, now):
             return None  # (an asynchronous save decided when it was requested)
-        encoded = None if metrics is None else {k: _encode_metric(v) for k, v in metrics.items()}
         try:
             if prepared is None:
                 api.write_checkpoint(state, prefix, metadata=metadata, rng=self.rng, sync=self.sync,
-                                     extra_record={"manager": {"name": self.name, "step": step,
-                                                               "metrics": encoded, "time": now}})
+                                     extra_record=self._checkpoint_record(step, metrics, now))
             else:
                 _fs.makedirs(self.directory)
                 with api._no_gc():
