@@ -404,16 +404,19 @@ class TestSaveValidation:
     def test_failure_mid_write_leaves_no_files(self, tmp_path, monkeypatch, num_shards):
         ckpt.save(small_state(1), tmp_path / "ck", step=1, sync=False)
         before = snapshot(tmp_path)
-        real_write = bundle_mod._Shard.write
+        real_write, real_append = bundle_mod._Shard.write, bundle_mod._Shard.append_small
         calls = []
 
-        def failing_write(self, data):
-            calls.append(len(memoryview(data).cast("B")))
-            if len(calls) > 1:
-                raise OSError(28, "No space left on device")
-            return real_write(self, data)
+        def failing(real):
+            def write(self, data, *rest):
+                calls.append(len(memoryview(data).cast("B")))
+                if len(calls) > 1:
+                    raise OSError(28, "No space left on device")
+                return real(self, data, *rest)
+            return write
 
-        monkeypatch.setattr(bundle_mod._Shard, "write", failing_write)
+        monkeypatch.setattr(bundle_mod._Shard, "write", failing(real_write))
+        monkeypatch.setattr(bundle_mod._Shard, "append_small", failing(real_append))
         big = {f"t{i}": np.full(100, i, np.float32) for i in range(5)}
         for prefix, step in ((tmp_path / "ck", 2), (tmp_path / "ck", 1)):  # a new and an existing checkpoint
             calls.clear()
@@ -447,6 +450,24 @@ class TestLoad:
         ckpt.save(small_state(1), tmp_path / "ck", step=1, sync=False)
         ckpt.save(small_state(2), tmp_path / "ck", step=2, sync=False)
         assert ckpt.load(tmp_path)["step"] == 2
+
+    def test_numpy_arrays_sharing_memory_are_stored_once(self, tmp_path):
+        base = np.arange(12, dtype=np.float32)
+        frame = np.frombuffer(bytearray(base.tobytes()), dtype=np.float32)
+        state = {"a": base, "same": base, "view": base[:], "tail1": base[4:], "tail2": base[4:],
+                 "reshaped": base.reshape(3, 4), "f1": frame[2:], "f2": frame[2:], "other": base.copy()}
+        prefix = ckpt.save(state, tmp_path / "tied", sync=False)
+        with ckpt.Reader(prefix) as r:
+            # one tensor per distinct (memory, layout); the reshaped view has another shape, the copy other memory
+            assert r.keys() == ["a", "f1", "other", "reshaped", "tail1"]
+        loaded = ckpt.load(prefix)
+        for name, value in state.items():
+            np.testing.assert_array_equal(loaded[name], value, err_msg=name)
+        target = {name: np.zeros_like(value) for name, value in state.items()}
+        target["view"] = target["a"][:]  # tied in the target as in the saved state
+        target["same"] = target["a"]
+        restored = ckpt.restore(prefix, target)
+        np.testing.assert_array_equal(restored["view"], base)
 
     def test_tensorflow_checkpoint_nests_by_slash(self):
         loaded = ckpt.load(DATA / "tf1_saver")

@@ -514,6 +514,8 @@ def _map_param(name: str, fn: Callable[[str], str | None]) -> str:
 
 
 def _check_leaf(leaf: tree.Leaf, shape: tuple[int, ...], dtype: Any) -> str | None:
+    if isinstance(dtype, np.dtype) and leaf.dtype is not None and leaf.shape == shape and dtype == leaf.dtype:
+        return None  # the common case, decided without building anything
     if leaf.shape is not None and tuple(leaf.shape) != tuple(shape):
         return f"{leaf.name}: checkpoint {_dt(dtype)}{list(shape)}, state {_dt(leaf.dtype)}{list(leaf.shape)}"
     if leaf.dtype is None:  # a Python scalar: any value of a compatible kind
@@ -588,6 +590,9 @@ def _restore(path: str | os.PathLike, into: Any, *, map: NameMap | None, strict:
         # A dict map names every checkpoint tensor it wants: look those up in the index (logarithmic each)
         # instead of listing the whole checkpoint.
         candidates = sorted(n for n in map if isinstance(n, str) and n in reader) if subset else reader.keys()
+        if map is None:  # names as they are: no collisions possible
+            to_ckpt = dict(zip(candidates, candidates))
+            candidates = ()
         for ckpt_name in candidates:
             state_name = fn(ckpt_name)
             if state_name is None:
@@ -620,7 +625,7 @@ def _restore(path: str | os.PathLike, into: Any, *, map: NameMap | None, strict:
 
         missing, mismatched, claimed, ready = [], [], set(), []
         for name, leaf in walked.leaves.items():
-            if not selected(name):
+            if wanted is not None and not selected(name):
                 continue
             if name not in available:
                 missing.append(name)
@@ -662,12 +667,14 @@ def _restore(path: str | os.PathLike, into: Any, *, map: NameMap | None, strict:
 
         # Targets that expose their memory (NumPy arrays, CPU torch tensors) are read into directly.
         direct = reader.format == "tensorflow"
+        into = []
         for leaf in ready:
             target = leaf.buffer() if direct and leaf.buffer is not None else None
             if target is not None:
-                reader.read_into(to_ckpt[leaf.name], target)
+                into.append((to_ckpt[leaf.name], target))
             else:
                 leaf.result = leaf.assign(read(leaf.name))
+        reader.read_many_into(into)  # one batch: adjacent tensors share system calls, checksums overlap reads
         for plan in plans:
             plan.apply(read)
         if rng and "rng" in record:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -208,8 +208,15 @@ class Reader:
         """Read tensor ``name`` into the existing array ``out`` and return it: straight from the file into
         ``out``'s memory when it is C-contiguous, writable and of the tensor's dtype (see
         ``BundleReader.read_into``; the checksum is verified over ``out`` afterwards), else by copying."""
-        self._bundle.read_into(self.entry(name), out)
+        self._bundle.read_many_into([(self.entry(name), out)])
         return out
+
+    def read_many_into(self, pairs: Iterable[tuple[str, np.ndarray]]) -> None:
+        """``read_into`` for many ``(name, out)`` pairs at once: tensors adjacent in the file are read by one
+        ``preadv`` call, and checksums are computed while the next bytes are read (``BundleReader.read_many_into``).
+        Every name is looked up before anything is read."""
+        entry = self.entry
+        self._bundle.read_many_into([(entry(name), out) for name, out in pairs])
 
     def get(self, name: str, default: Any = None) -> Any:
         """``reader[name]``, or ``default`` when there is no such tensor."""
@@ -338,6 +345,10 @@ class ForeignReader(Reader):
     def read_into(self, name: str, out: np.ndarray) -> np.ndarray:
         out[...] = self[name]
         return out
+
+    def read_many_into(self, pairs: Iterable[tuple[str, np.ndarray]]) -> None:
+        for name, out in pairs:
+            self.read_into(name, out)
 
     def __len__(self) -> int:
         return len(self._source.keys())

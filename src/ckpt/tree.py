@@ -57,6 +57,10 @@ class Leaf:
     result: Any = None
     buffer: Callable[[], np.ndarray | None] | None = None
 
+    def rebuilt(self) -> Any:
+        """What the tree holds here after restoring (``result``)."""
+        return self.result
+
 
 @dataclass
 class Group:
@@ -102,6 +106,12 @@ class Context:
         self.param_names: dict[int, str] = {}  # id(parameter) -> its name, for naming optimizer slots
         self.adapter_data: dict[str, Any] = {}  # adapter name -> its own scratch space (prescan findings)
         self._storage: dict[Any, str] = {}
+        # id(memory owner) -> (first array of that owner, its name) until a second one is seen, then (None, None)
+        self.array_owners: dict[int, tuple[Any, str | None]] = {}
+
+    def register_storage(self, storage_key: Any, name: str) -> None:
+        """Record that leaf ``name`` (already added) stores the memory ``storage_key`` stands for."""
+        self._storage.setdefault(storage_key, name)
 
     def add_leaf(self, leaf: Leaf, *, storage_key: Any = None, kind: str = "ndarray") -> dict:
         """Register ``leaf``; a tensor sharing storage with an earlier one becomes an alias of it."""
@@ -165,43 +175,99 @@ def _to_python(array: np.ndarray, kind: str) -> Any:
     return {"bool": bool, "int": int, "float": float, "complex": complex}[kind](value)
 
 
-def _numpy_leaf(value: Any, name: str, ctx: Context) -> tuple[dict, Callable[[], Any]]:
-    is_scalar = isinstance(value, np.generic)
-    array = np.asarray(value)
-    try:
-        _dtypes.from_numpy(array.dtype)
-    except DTypeNotSupportedError as exc:
-        return ctx.problem(f"{name!r}: {exc}"), lambda: value
-    if array.dtype == object and any(not isinstance(v, (str, bytes)) for v in array.reshape(-1).tolist()):
-        return ctx.problem(f"{name!r}: object arrays may only hold str or bytes"), lambda: value
-    dtype = np.dtype(object) if array.dtype.kind in "OSU" else array.dtype.newbyteorder("=")
+class _ArrayLeaf(Leaf):
+    """A NumPy array leaf; methods instead of per-leaf closures (states hold thousands of arrays)."""
 
-    def assign(src: np.ndarray) -> Any:
-        if is_scalar:
+    def __init__(self, name: str, array: np.ndarray, dtype: np.dtype, is_scalar: bool, value: Any) -> None:
+        self.name = name
+        self.array = array
+        self.shape = array.shape
+        self.dtype = dtype
+        self.result = value
+        self.is_scalar = is_scalar
+
+    def get(self) -> np.ndarray:
+        return self.array
+
+    def assign(self, src: np.ndarray) -> Any:
+        array = self.array
+        if self.is_scalar:
             return np.asarray(src, dtype=array.dtype).reshape(())[()]
         if array.flags.writeable and array.dtype.kind not in "SU":
             np.copyto(array, src, casting="unsafe")
             return array
         return np.array(src, dtype=array.dtype)
 
-    leaf = Leaf(name, lambda: array, array.shape, dtype, assign, value)
-    if not is_scalar and array is value and dtype.kind not in "OSU":
-        def buffer() -> np.ndarray | None:
-            flags = array.flags
-            return array if flags.writeable and flags.c_contiguous and array.dtype.isnative else None
+    def buffer(self) -> np.ndarray | None:
+        array = self.array
+        if self.is_scalar or array is not self.result or self.dtype.kind == "O":
+            return None
+        flags = array.flags
+        return array if flags.writeable and flags.c_contiguous and array.dtype.isnative else None
 
-        leaf.buffer = buffer
+
+_SUPPORTED_DTYPES: dict[np.dtype, str | None] = {}  # dtype -> None if storable, else the reason
+
+
+def _unsupported(dtype: np.dtype) -> str | None:
+    found = _SUPPORTED_DTYPES.get(dtype, False)
+    if found is False:
+        try:
+            _dtypes.from_numpy(dtype)
+            found = None
+        except DTypeNotSupportedError as exc:
+            found = str(exc)
+        _SUPPORTED_DTYPES[dtype] = found
+    return found
+
+
+def _numpy_leaf(value: Any, name: str, ctx: Context) -> tuple[dict, Callable[[], Any]]:
+    if type(value) is np.ndarray:
+        array, is_scalar = value, False
+    else:
+        is_scalar = isinstance(value, np.generic)
+        array = np.asarray(value)
+    dtype = array.dtype
+    reason = _unsupported(dtype)
+    if reason is not None:
+        return ctx.problem(f"{name!r}: {reason}"), lambda: value
+    if dtype.kind in "OSU":
+        if dtype.kind == "O" and any(not isinstance(v, (str, bytes)) for v in array.reshape(-1).tolist()):
+            return ctx.problem(f"{name!r}: object arrays may only hold str or bytes"), lambda: value
+        dtype = _OBJECT
+    elif not dtype.isnative:
+        dtype = dtype.newbyteorder("=")
+    leaf = _ArrayLeaf(name, array, dtype, is_scalar, value)
     key = None
-    if not is_scalar and array.size and array.dtype != object:
-        key = ("numpy", array.__array_interface__["data"][0], array.shape, array.strides, array.dtype.str)
+    if not is_scalar and array.size and dtype is not _OBJECT:
+        # Arrays can only share memory with arrays of the same memory owner (``base``). Their storage keys
+        # (data pointer and layout) are only computed when a second array of one owner turns up.
+        owner = array.base if array.base is not None else array
+        first = ctx.array_owners.get(id(owner))
+        if first is None:
+            ctx.array_owners[id(owner)] = (array, name)
+        else:
+            if first[0] is not None:
+                ctx.register_storage(_array_key(first[0]), first[1])
+                ctx.array_owners[id(owner)] = (None, None)
+            key = _array_key(array)
     node = ctx.add_leaf(leaf, storage_key=key, kind="npscalar" if is_scalar else "ndarray")
     if "alias" in node:
         return node, lambda: ctx.leaves[node["alias"]].result
-    return node, lambda: leaf.result
+    return node, leaf.rebuilt
+
+
+_OBJECT = np.dtype(object)
+
+
+def _array_key(array: np.ndarray) -> tuple:
+    return ("numpy", array.__array_interface__["data"][0], array.shape, array.strides, array.dtype.str)
 
 
 def _walk(obj: Any, name: str, ctx: Context) -> tuple[Any, Callable[[], Any]]:
     """Return ``(spec node, rebuild)``; ``rebuild()`` gives the restored object after assignment."""
+    if type(obj) is np.ndarray:
+        return _numpy_leaf(obj, name, ctx)
     if obj is None:
         return {"none": True}, lambda: None
     if isinstance(obj, JsonValue):
@@ -213,15 +279,18 @@ def _walk(obj: Any, name: str, ctx: Context) -> tuple[Any, Callable[[], Any]]:
     if isinstance(obj, Mapping) and not _framework_of(obj):
         items = []
         rebuilders = []
+        prefix = f"{name}/" if name else ""
         for key, child in obj.items():
-            if isinstance(key, bool) or not isinstance(key, (str, int)):
-                ctx.problems.append(f"{name or '<root>'}: key {key!r} is a {type(key).__name__}; use str keys")
-                continue
+            if type(key) is not str:
+                if isinstance(key, bool) or not isinstance(key, (str, int)):
+                    ctx.problems.append(f"{name or '<root>'}: key {key!r} is a {type(key).__name__}; use str keys")
+                    continue
             skey = str(key)
             if not skey:
                 ctx.problems.append(f"{name or '<root>'}: empty key")
                 continue
-            node, rb = _walk(child, join(name, skey), ctx)
+            node, rb = _numpy_leaf(child, prefix + skey, ctx) if type(child) is np.ndarray else \
+                _walk(child, prefix + skey, ctx)
             items.append([skey, node])
             rebuilders.append((key, rb))
         cls = type(obj)

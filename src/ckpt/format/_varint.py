@@ -10,8 +10,13 @@ class VarintError(ValueError):
     """A varint ran past the end of its buffer or past 10 bytes. Callers turn it into a CorruptCheckpointError."""
 
 
+_ONE_BYTE = [bytes([i]) for i in range(0x80)]
+
+
 def encode_varint(value: int) -> bytes:
     """Encode a non-negative integer < 2**64."""
+    if 0 <= value < 0x4000:  # one or two bytes: most lengths and offsets in an index
+        return _ONE_BYTE[value] if value < 0x80 else bytes(((value & 0x7F) | 0x80, value >> 7))
     if value < 0 or value >= 1 << 64:
         raise ValueError(f"varint out of range: {value}")
     out = bytearray()

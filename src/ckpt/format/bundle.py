@@ -22,6 +22,7 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -64,8 +65,7 @@ def _encode_name(name: str) -> bytes:
     return name.encode("utf-8", "surrogateescape")
 
 
-@dataclass(frozen=True)
-class TensorEntry:
+class TensorEntry(NamedTuple):
     """What the index says about one tensor.
 
     Attributes:
@@ -198,54 +198,47 @@ class BundleReader:
     def _parse_entry(self, key: bytes, value: bytes, name: str | None = None) -> TensorEntry:
         name = name or _decode_name(key)
         path = self.index_path
-        fields = _decode_common_entry(value)
-        if fields is not None:
-            dtype_enum, shape, shard_id, offset, size, masked_crc = fields
-            unknown_rank, proto_slices = False, ()
-        else:
-            proto = tensor_bundle_pb2.BundleEntryProto()
-            try:
-                proto.ParseFromString(value)
-            except Exception as exc:
-                raise CorruptCheckpointError(f"{path}: malformed entry for tensor {name!r} ({exc})",
-                                             path=path, key=name) from None
-            dtype_enum, shard_id, offset, size, masked_crc = (proto.dtype, proto.shard_id, proto.offset,
-                                                              proto.size, proto.crc32c)
-            unknown_rank, proto_slices = proto.shape.unknown_rank, proto.slices
-            shape = tuple(d.size for d in proto.shape.dim)
-        dtype = _dtypes.from_enum(dtype_enum)
+        try:
+            proto = _parse_entry_proto(value)
+        except Exception as exc:  # protobuf's DecodeError and friends
+            raise CorruptCheckpointError(f"{path}: malformed entry for tensor {name!r} ({exc})",
+                                         path=path, key=name) from None
+        shard_id, offset, size = proto.shard_id, proto.offset, proto.size
+        shape_proto = proto.shape
+        shape = tuple([d.size for d in shape_proto.dim])
+        dtype = _dtypes.from_enum(proto.dtype)
         if dtype is None:
-            raise CorruptCheckpointError(f"{path}: tensor {name!r} has unknown dtype number {dtype_enum}",
-                                         path=path, key=name, found=dtype_enum)
-        if unknown_rank:
+            raise CorruptCheckpointError(f"{path}: tensor {name!r} has unknown dtype number {proto.dtype}",
+                                         path=path, key=name, found=proto.dtype)
+        if shape_proto.unknown_rank:
             raise CorruptCheckpointError(f"{path}: tensor {name!r} has a shape of unknown rank", path=path, key=name)
-        if len(shape) > MAX_RANK or any(d < 0 for d in shape):
+        count = 1
+        for d in shape:  # TensorShape's checks: no negative sizes; the element count must fit in int64
+            if d < 0 or count * d >= 1 << 63:
+                raise CorruptCheckpointError(
+                    f"{path}: tensor {name!r} has an invalid shape {list(shape)} (a negative size, or an element "
+                    "count that overflows int64)", path=path, key=name, found=list(shape))
+            count *= d
+        if len(shape) > MAX_RANK:
             raise CorruptCheckpointError(f"{path}: tensor {name!r} has an invalid shape {list(shape)}",
                                          path=path, key=name, found=list(shape))
-        count = 1
-        for d in shape:  # TensorShape's check: the running element count must fit in int64
-            count *= d
-            if count >= 1 << 63:
-                raise CorruptCheckpointError(
-                    f"{path}: tensor {name!r} has shape {list(shape)}, whose element count overflows int64",
-                    path=path, key=name, found=list(shape))
         if offset < 0 or size < 0 or not 0 <= shard_id < self.num_shards:
             raise CorruptCheckpointError(
                 f"{path}: tensor {name!r} points outside the checkpoint (shard {shard_id} of "
                 f"{self.num_shards}, offset {offset}, size {size})", path=path, key=name)
-        slices = tuple(self._parse_slice(name, shape, s) for s in proto_slices)
-        entry = TensorEntry(name, dtype, shape, shard_id, offset, size, unmask(masked_crc), slices)
+        slices = tuple([self._parse_slice(name, shape, sl) for sl in proto.slices]) if proto.slices else ()
+        entry = TensorEntry(name, dtype, shape, shard_id, offset, size, unmask(proto.crc32c), slices)
         if not slices and dtype.is_pod:
-            expected = entry.num_elements * dtype.itemsize
+            expected = count * dtype.itemsize
             if size != expected:
                 raise CorruptCheckpointError(
                     f"{path}: tensor {name!r} stores {size} bytes but its shape {list(shape)} of "
                     f"{dtype.name} needs {expected}", path=path, key=name, expected=expected, found=size)
-        elif not slices and dtype.is_string and size < 4 + entry.num_elements:
+        elif not slices and dtype.is_string and size < 4 + count:
             # Each element needs at least a 1-byte length, plus the 4-byte length checksum.
             raise CorruptCheckpointError(
-                f"{path}: string tensor {name!r} stores {size} bytes, too few for {entry.num_elements} "
-                "elements", path=path, key=name, expected=f">= {4 + entry.num_elements}", found=size)
+                f"{path}: string tensor {name!r} stores {size} bytes, too few for {count} "
+                "elements", path=path, key=name, expected=f">= {4 + count}", found=size)
         return entry
 
     def _parse_slice(self, name: str, shape: tuple[int, ...], proto) -> tuple[tuple[int, int], ...]:
@@ -332,60 +325,110 @@ class BundleReader:
             self._fds[shard] = fd
         return fd
 
+    def _direct(self, entry: TensorEntry, out: np.ndarray) -> bool:
+        """Whether ``entry``'s bytes can go straight from the file into ``out`` (no conversion needed)."""
+        dtype = entry.dtype
+        return (not entry.slices and dtype.is_pod and dtype.native and dtype.numpy is not None
+                and (not self.big_endian or dtype.itemsize == 1) and out.flags.c_contiguous
+                and out.flags.writeable and out.dtype == dtype.numpy and out.dtype.isnative
+                and out.nbytes == entry.size)
+
     def read_into(self, entry: TensorEntry, out: np.ndarray) -> None:
-        """Read tensor ``entry`` into the existing array ``out`` (of the tensor's shape).
-
-        When ``out`` is C-contiguous, writable and of the tensor's dtype (a POD tensor of a little-endian bundle),
-        the bytes go straight from the data file into ``out``'s memory with ``preadv`` (no intermediate copy,
-        no page faults on a memory map), and the CRC32C is then checked over ``out`` (computed in a helper
-        thread, overlapped with the reading, for large tensors). Otherwise the tensor is read as by
-        :meth:`read_entry` and copied into ``out``.
-
-        On a checksum mismatch ``ChecksumMismatchError`` is raised *after* ``out`` received the (corrupt) bytes.
+        """Read tensor ``entry`` into the existing array ``out`` (of the tensor's shape); see :meth:`read_many_into`.
 
         Raises:
             ValueError: ``out`` has another shape.
             CorruptCheckpointError: as :meth:`read_entry`.
         """
-        if tuple(out.shape) != entry.shape:
-            raise ValueError(f"tensor {entry.name!r} has shape {list(entry.shape)}, the target {list(out.shape)}")
-        direct = (not entry.slices and entry.dtype.is_pod and entry.dtype.native and entry.dtype.numpy is not None
-                  and (not self.big_endian or entry.dtype.itemsize == 1) and out.flags.c_contiguous
-                  and out.flags.writeable and out.dtype == entry.dtype.numpy and out.dtype.isnative
-                  and out.nbytes == entry.size)
-        fd = self._fd(entry.shard) if direct else None
-        if fd is None:
+        self.read_many_into([(entry, out)])
+
+    def read_many_into(self, pairs: Sequence[tuple[TensorEntry, np.ndarray]]) -> None:
+        """Read each ``(entry, out)`` tensor into its existing array ``out`` (of the tensor's shape).
+
+        Where ``out`` is C-contiguous, writable and of the tensor's dtype (a POD tensor of a little-endian bundle),
+        the bytes go straight from the data file into ``out``'s memory with ``preadv``: tensors that are adjacent
+        in the file are read by one call (up to 1,024 of them, 2 MiB at a time, large tensors in 2 MiB pieces), so
+        thousands of small tensors cost a few system calls, and the CRC32C of each piece is computed in a helper
+        thread while the next piece is read. Other targets are filled by copying what :meth:`read_entry` returns.
+
+        Every tensor is read before a checksum mismatch is raised (as ``ChecksumMismatchError`` naming the first
+        bad tensor), so the targets then hold the corrupt bytes.
+
+        Raises:
+            ValueError: an ``out`` has another shape (checked before anything is read).
+            CorruptCheckpointError: as :meth:`read_entry`.
+        """
+        by_shard: dict[int, list[tuple[TensorEntry, np.ndarray]]] = {}
+        copied = []
+        for entry, out in pairs:
+            if out.shape != entry.shape:
+                raise ValueError(f"tensor {entry.name!r} has shape {list(entry.shape)}, the target "
+                                 f"{list(out.shape)}")
+            if self._direct(entry, out):
+                by_shard.setdefault(entry.shard, []).append((entry, out))
+            else:
+                copied.append((entry, out))
+        for entry, out in copied:
             out[...] = self.read_entry(entry)
-            return
-        _, file_size = self._shard(entry.shard, entry.name)
-        self._check_bounds(entry, file_size)
-        flat = out.reshape(-1).view(np.uint8)
-        n = entry.size
+        for shard, items in by_shard.items():
+            fd = self._fd(shard)
+            if fd is None:
+                for entry, out in items:
+                    out[...] = self.read_entry(entry)
+                continue
+            _, file_size = self._shard(shard, items[0][0].name)
+            for entry, _ in items:
+                self._check_bounds(entry, file_size)
+            items.sort(key=_by_offset)
+            self._preadv_all(fd, items)
+
+    def _preadv_all(self, fd: int, items: list[tuple[TensorEntry, np.ndarray]]) -> None:
+        """Fill each target of ``items`` (sorted by offset, bounds checked) from ``fd``, batching adjacent tensors
+        into ``preadv`` calls; checksums are verified piece by piece (overlapped in the CRC thread when large)."""
         verify = self.verify_checksums
-        overlap = verify and n >= _CRC_OVERLAP
-        state = [0]
-
-        def extend(chunk) -> None:
-            state[0] = crc32c(chunk, state[0])
-
+        crcs = [0] * len(items)
+        bad: list[int] = []
         pending = None
-        pos = 0
+
+        def check(pieces: list[tuple[int, memoryview, bool]]) -> None:
+            for i, piece, last in pieces:
+                crc = crc32c(piece, crcs[i])
+                if last and crc != items[i][0].crc32c and not bad:
+                    bad.append(i)
+                crcs[i] = crc
+
         try:
-            while pos < n:
-                want = min(_READ_CHUNK, n - pos)
-                got = os.preadv(fd, [flat[pos:pos + want]], entry.offset + pos)
-                if got <= 0:
-                    path = data_filename(self.prefix, entry.shard, self.num_shards)
-                    raise CorruptCheckpointError(f"{path}: tensor {entry.name!r} is cut short in the data file",
-                                                 path=path, key=entry.name, offset=entry.offset)
-                if overlap:
-                    pending = _crc_pool().submit(extend, flat[pos:pos + got])
-                pos += got
+            for offset, buffers, pieces, nbytes in _read_plan(items):
+                self._preadv_exactly(fd, buffers, offset, nbytes, items[pieces[0][0]][0])
+                if not verify:
+                    continue
+                if nbytes >= _CRC_OVERLAP_READ and len(pieces) <= 64:
+                    if pending is not None:
+                        pending.result()  # at most one piece ahead: the targets' memory stays in cache
+                    pending = _crc_pool().submit(check, pieces)
+                else:
+                    check(pieces)
         finally:
             if pending is not None:
-                pending.result()  # tasks run in order: the last one done means all are
-        if verify:
-            self._check_crc(entry, state[0] if overlap else crc32c(flat))
+                pending.result()
+        if bad:
+            entry = items[bad[0]][0]
+            self._check_crc(entry, crcs[bad[0]])
+
+    def _preadv_exactly(self, fd: int, buffers: list, offset: int, nbytes: int, first: TensorEntry) -> None:
+        got = os.preadv(fd, buffers, offset)
+        while got < nbytes:  # a short read: continue where it stopped (the file was bounds-checked)
+            if got <= 0:
+                path = data_filename(self.prefix, first.shard, self.num_shards)
+                raise CorruptCheckpointError(f"{path}: the data file ends early (reading tensor {first.name!r} "
+                                             f"at offset {offset})", path=path, key=first.name, offset=offset)
+            offset += got
+            nbytes -= got
+            while got >= len(buffers[0]):
+                got -= len(buffers[0])
+                buffers = buffers[1:]
+            buffers = [buffers[0][got:]] + buffers[1:]
+            got = os.preadv(fd, buffers, offset)
 
     def read(self, name: str) -> np.ndarray:
         """Read tensor ``name``.
@@ -638,73 +681,7 @@ def _map_file(path: str, ident: bool = False):
         return (buf, size, (st.st_dev, st.st_ino)) if ident else (buf, size)
 
 
-_INT32_LIMIT = 1 << 31
-_INT64_LIMIT = 1 << 63
-
-
-def _decode_common_entry(buf: bytes) -> tuple[int, tuple[int, ...], int, int, int, int] | None:
-    """Decode the BundleEntryProto every plain tensor has (dtype, shape dims, shard, offset, size, crc32c) without
-    protobuf, which costs more than the rest of reading an entry; ``(dtype, shape, shard, offset, size,
-    masked crc)``. Anything else (slices, dim names, unknown or repeated messages, negative or malformed values)
-    gives None, and the protobuf parser handles it with its full semantics and error messages."""
-    dtype = shard = offset = size = crc = 0
-    shape: tuple[int, ...] | None = None
-    pos, end = 0, len(buf)
-    try:
-        while pos < end:
-            tag = buf[pos]
-            pos += 1
-            if tag == 0x08 and pos < end and buf[pos] < 0x80:
-                dtype = buf[pos]
-                pos += 1
-            elif tag == 0x08:
-                dtype, pos = decode_varint(buf, pos, end)
-            elif tag == 0x12:
-                if shape is not None:
-                    return None  # protobuf would merge two shape messages
-                length, pos = decode_varint(buf, pos, end)
-                stop = pos + length
-                if stop > end:
-                    return None
-                dims = []
-                while pos < stop:
-                    if buf[pos] != 0x12:
-                        return None  # unknown_rank or unknown fields
-                    length, pos = decode_varint(buf, pos + 1, stop)
-                    dim_stop = pos + length
-                    if dim_stop > stop:
-                        return None
-                    dim = 0
-                    while pos < dim_stop:
-                        if buf[pos] != 0x08:
-                            return None  # a dim name or unknown fields
-                        if pos + 1 < dim_stop and buf[pos + 1] < 0x80:
-                            dim = buf[pos + 1]
-                            pos += 2
-                        else:
-                            dim, pos = decode_varint(buf, pos + 1, dim_stop)
-                    if pos != dim_stop or dim >= _INT64_LIMIT:
-                        return None
-                    dims.append(dim)
-                if pos != stop:
-                    return None
-                shape = tuple(dims)
-            elif tag == 0x18:
-                shard, pos = decode_varint(buf, pos, end)
-            elif tag == 0x20:
-                offset, pos = decode_varint(buf, pos, end)
-            elif tag == 0x28:
-                size, pos = decode_varint(buf, pos, end)
-            elif tag == 0x35 and pos + 4 <= end:
-                crc = int.from_bytes(buf[pos:pos + 4], "little")
-                pos += 4
-            else:
-                return None
-    except VarintError:
-        return None
-    if dtype >= _INT32_LIMIT or shard >= _INT32_LIMIT or offset >= _INT64_LIMIT or size >= _INT64_LIMIT:
-        return None  # negative int32/int64 values: protobuf's conversion applies
-    return dtype, shape if shape is not None else (), shard, offset, size, crc
+_parse_entry_proto = tensor_bundle_pb2.BundleEntryProto.FromString
 
 
 def _slice_spec(extents: Sequence[tuple[int, int]]) -> str:
@@ -754,12 +731,60 @@ def encode_strings(array: np.ndarray) -> tuple[bytes, int]:
 #: Payloads smaller than this are copied into a shard's write buffer, flushed in writes of at least
 #: ``_WRITE_BUFFER`` bytes, so that thousands of small tensors cost a few large writes instead of one each.
 _SMALL_PAYLOAD = 1 << 20
+_LITTLE = ("<", "|", "=") if sys.byteorder == "little" else ("<", "|")  # byte orders written as they are
 _WRITE_BUFFER = 8 << 20
 #: Payloads at least this large have their CRC32C computed in a helper thread while they are being written
 #: (both the CRC library and ``write`` release the GIL), so the checksum costs no extra time.
 _CRC_OVERLAP = 4 << 20
 _ZEROS = bytes(4096)
-_READ_CHUNK = 64 << 20  # read_into reads in pieces this large, checksumming each while the next is read
+#: ``read_many_into`` reads at most this many bytes per ``preadv`` call (large tensors in pieces of this size), so
+#: the CRC thread checksums one piece while the next is read; at most ``_IOV_MAX`` tensors per call.
+_READ_CHUNK = 2 << 20  # small enough that a piece is still in cache when it is checksummed
+_IOV_MAX = 1024
+_CRC_OVERLAP_READ = 1 << 20  # reads this large are checksummed in the CRC thread, overlapped with the next
+#: Gaps between tensors up to this size (alignment padding) are read into a scratch buffer instead of splitting
+#: the ``preadv`` call.
+_MAX_GAP = 64 << 10
+_GAP = bytearray(_MAX_GAP)
+
+
+def _by_offset(item: tuple[TensorEntry, np.ndarray]) -> int:
+    return item[0].offset
+
+
+def _read_plan(items: list[tuple[TensorEntry, np.ndarray]]) -> Iterator[tuple[int, list, list, int]]:
+    """Group ``items`` (sorted by offset) into ``preadv`` calls: ``(file offset, buffers, pieces, bytes)`` where
+    ``pieces`` lists ``(item index, view of its target, is the tensor's last piece)`` in file order."""
+    offset = end = 0
+    buffers: list = []
+    pieces: list = []
+    for i, (entry, out) in enumerate(items):
+        size = entry.size
+        if buffers and (entry.offset < end or entry.offset - end > _MAX_GAP or len(buffers) >= _IOV_MAX - 1
+                        or end - offset + size > _READ_CHUNK):
+            yield offset, buffers, pieces, end - offset
+            buffers, pieces = [], []
+        if not buffers:
+            offset = end = entry.offset
+        elif entry.offset > end:
+            buffers.append(memoryview(_GAP)[:entry.offset - end])
+            end = entry.offset
+        view = memoryview(out.reshape(-1).view(np.uint8))
+        pos = 0
+        while True:
+            take = min(size - pos, _READ_CHUNK - (end - offset))
+            piece = view[pos:pos + take] if take != size else view
+            buffers.append(piece)
+            pos += take
+            end += take
+            pieces.append((i, piece, pos == size))
+            if pos == size:
+                break
+            yield offset, buffers, pieces, end - offset
+            buffers, pieces = [], []
+            offset = end
+    if buffers:
+        yield offset, buffers, pieces, end - offset
 
 _crc_pool_lock = threading.Lock()
 _crc_pool_executor = None
@@ -787,6 +812,13 @@ class _Shard:
         self.size = 0  # bytes of the data file, buffered ones included
         self._buf = bytearray()
 
+    def append_small(self, data, n: int) -> None:
+        """Append ``n`` bytes (fewer than ``_SMALL_PAYLOAD``) to the write buffer."""
+        self._buf += data
+        self.size += n
+        if len(self._buf) >= _WRITE_BUFFER:
+            self.flush()
+
     def write(self, data) -> None:
         n = data.nbytes if isinstance(data, (np.ndarray, memoryview)) else len(data)
         if n < _SMALL_PAYLOAD:
@@ -812,34 +844,34 @@ class _Shard:
             _fs.write_all(self.fd, buf)
 
 
-def _varint(n: int) -> bytes:
-    if n < 0x80:
-        return _SMALL_VARINTS[n]
-    return encode_varint(n)
-
-
-_SMALL_VARINTS = [bytes([i]) for i in range(0x80)]
+_ENTRY_HEADS: dict[tuple[int, tuple[int, ...]], bytes] = {}  # (dtype, shape) -> encoded dtype and shape fields
 
 
 def _encode_entry(dtype: int, shape: tuple[int, ...], shard: int, offset: int, size: int, masked_crc: int) -> bytes:
     """A whole tensor's ``BundleEntryProto``, serialized exactly as protobuf does (fields in number order, zero
     scalars omitted, the shape always present), without building a message object."""
-    dims = b"".join(b"\x12" + (b"\x02\x08" + _varint(d) if d < 0x80 and d else _dim(d)) for d in shape)
-    out = [b"\x08" + _varint(dtype) if dtype else b"", b"\x12", _varint(len(dims)), dims]
+    head = _ENTRY_HEADS.get((dtype, shape))
+    if head is None:
+        dims = b"".join(b"\x12" + _dim(d) for d in shape)
+        head = (b"\x08" + encode_varint(dtype) if dtype else b"") + b"\x12" + encode_varint(len(dims)) + dims
+        if len(_ENTRY_HEADS) >= 4096:
+            _ENTRY_HEADS.clear()
+        _ENTRY_HEADS[(dtype, shape)] = head
+    out = [head]
     if shard:
-        out.append(b"\x18" + _varint(shard))
+        out.append(b"\x18" + encode_varint(shard))
     if offset:
-        out.append(b"\x20" + _varint(offset))
+        out.append(b"\x20" + encode_varint(offset))
     if size:
-        out.append(b"\x28" + _varint(size))
+        out.append(b"\x28" + encode_varint(size))
     if masked_crc:
-        out.append(b"\x35" + struct.pack("<I", masked_crc))
+        out.append(b"\x35" + masked_crc.to_bytes(4, "little"))
     return b"".join(out)
 
 
 def _dim(d: int) -> bytes:
-    body = b"\x08" + _varint(d) if d else b""
-    return _varint(len(body)) + body
+    body = b"\x08" + encode_varint(d) if d else b""
+    return encode_varint(len(body)) + body
 
 
 def _pod_bytes(array: np.ndarray) -> np.ndarray:
@@ -886,6 +918,7 @@ class BundleWriter:
         # key -> the serialized BundleEntryProto of a whole tensor, or the proto of a partitioned one / a slice
         self._entries: dict[bytes, bytes | tensor_bundle_pb2.BundleEntryProto] = {}
         self._done = False
+        self._single = num_shards == 1 and alignment == 1  # add()'s inlined path applies
         try:
             for i in range(num_shards):
                 final = data_filename(self.prefix, i, num_shards)
@@ -946,7 +979,18 @@ class BundleWriter:
             self._check_new(key, name)
         if type(array) is not np.ndarray:
             array = np.asarray(array)
-        dtype = dtype or _dtypes.from_numpy(array.dtype)
+        np_dtype = array.dtype
+        dtype = dtype or _dtypes.from_numpy(np_dtype)
+        size = array.nbytes
+        if (size < _SMALL_PAYLOAD and self._single and np_dtype.isbuiltin == 1 and np_dtype.byteorder in _LITTLE
+                and array.flags.c_contiguous and not dtype.is_string):
+            # The common small tensor, inlined: checksummed and appended to the write buffer from its memory.
+            shard = self._shards[0]
+            offset = shard.size
+            crc = crc32c(array)
+            shard.append_small(memoryview(array), size)
+            self._entries[key] = _encode_entry(dtype.enum, array.shape, 0, offset, size, mask(crc))
+            return
         shard, offset, size, crc = self._write_payload(array, dtype)
         self._entries[key] = _encode_entry(dtype.enum, array.shape, shard, offset, size, mask(crc))
 

@@ -6,7 +6,7 @@ name (``qint8`` ...). The narrow float and integer types come from ``ml_dtypes``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ml_dtypes
 import numpy as np
@@ -33,15 +33,14 @@ class DType:
     numpy: np.dtype | None
     itemsize: int
     native: bool = True
+    #: A string tensor (variable-length elements).
+    is_string: bool = field(init=False, repr=False, compare=False)
+    #: Plain old data: stored as raw little-endian elements.
+    is_pod: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def is_string(self) -> bool:
-        return self.enum == 7
-
-    @property
-    def is_pod(self) -> bool:
-        """Plain old data: stored as raw little-endian elements."""
-        return self.numpy is not None and not self.is_string
+    def __post_init__(self) -> None:  # plain attributes: read for every tensor of every checkpoint
+        object.__setattr__(self, "is_string", self.enum == 7)
+        object.__setattr__(self, "is_pod", self.numpy is not None and self.enum != 7)
 
     @property
     def tf_name(self) -> str:

@@ -64,15 +64,20 @@ class _BlockBuilder:
         if self.counter < self.restart_interval:
             last = self.last_key
             limit = min(len(last), len(key))
-            while shared < limit and last[shared] == key[shared]:
-                shared += 1
+            if limit:  # length of the common prefix, from the highest differing byte of the XOR (no byte loop)
+                diff = int.from_bytes(last[:limit], "big") ^ int.from_bytes(key[:limit], "big")
+                shared = limit - (diff.bit_length() + 7) // 8
         else:
             self.restarts.append(len(self.buf))
             self.counter = 0
         buf = self.buf
-        buf += encode_varint(shared)
-        buf += encode_varint(len(key) - shared)
-        buf += encode_varint(len(value))
+        unshared, vlen = len(key) - shared, len(value)
+        if shared < 0x80 and unshared < 0x80 and vlen < 0x80:
+            buf += bytes((shared, unshared, vlen))
+        else:
+            buf += encode_varint(shared)
+            buf += encode_varint(unshared)
+            buf += encode_varint(vlen)
         buf += key[shared:]
         buf += value
         self.last_key = key
