@@ -328,6 +328,81 @@ def test_async_save_writes_a_snapshot(tmp_path, monkeypatch):
     np.testing.assert_array_equal(ckpt.load(prefix)["w"], np.zeros(1000))
 
 
+def test_async_snapshot_of_large_tensors_is_taken_at_the_call_and_reuses_buffers(tmp_path, monkeypatch):
+    from ckpt import api
+
+    # several tensors above the two-thread copy threshold, of mixed sizes and dtypes, plus small ones
+    state = {f"big{i}": np.random.default_rng(i).standard_normal(300_000 + 1000 * i).astype(dt)
+             for i, dt in enumerate([np.float32, np.float64, np.float16, np.float32, np.int64])}
+    state["small"] = np.arange(5)
+    expected = {k: v.copy() for k, v in state.items()}
+    started = _slow_writes(monkeypatch, 0.05)
+    first = ckpt.save(state, str(tmp_path / "s"), step=1, blocking=False)
+    for v in state.values():  # changed right after the call: not part of the checkpoint
+        v[...] = 0
+    buffers = dict(api._SAVER.buffers)
+    assert started.wait(10)
+    ckpt.wait()
+    for name, value in ckpt.load(first).items():
+        np.testing.assert_array_equal(value, expected[name], err_msg=name)
+    # the next save of the same shapes copies into the previous snapshot's memory
+    second = ckpt.save(state, str(tmp_path / "s"), step=2, blocking=False)
+    assert all(api._SAVER.buffers[n] is buffers[n] for n in buffers)
+    ckpt.wait()
+    for name, value in ckpt.load(second).items():
+        np.testing.assert_array_equal(value, np.zeros_like(expected[name]), err_msg=name)
+
+
+def test_a_failed_snapshot_copy_raises_and_writes_nothing(tmp_path, monkeypatch):
+    from ckpt import api
+
+    real = api._copy
+
+    def failing(value, buf):
+        if value.nbytes > 2_000_000:
+            raise MemoryError("no room for the snapshot")
+        return real(value, buf)
+
+    monkeypatch.setattr(api, "_copy", failing)
+    state = {"a": np.zeros(400_000), "b": np.zeros(300_000), "c": np.zeros(200_000)}
+    with pytest.raises(MemoryError):
+        ckpt.save(state, str(tmp_path / "f"), blocking=False)
+    ckpt.wait()
+    assert os.listdir(tmp_path) == []
+
+
+def test_durable_saves_start_writeback_early(tmp_path, monkeypatch):
+    import ckpt.format.bundle as bundle
+
+    monkeypatch.setattr(bundle, "_WRITEBACK_CHUNK", 1 << 20)
+    calls = []
+    real = _fs.start_writeback
+    monkeypatch.setattr(_fs, "start_writeback", lambda fd, off, n: (calls.append((off, n)), real(fd, off, n)))
+    state = {"big": np.random.rand(3 << 17), **{f"s{i}": np.full(1000, i) for i in range(20)}}  # 3 MiB + small
+    prefix = ckpt.save(state, str(tmp_path / "d"))
+    size = os.path.getsize(data_filename(prefix, 0, 1))
+    # every byte of the data file was handed to the kernel's writeback in order, the big tensor in 1 MiB pieces
+    assert calls[0][0] == 0 and all(a + n == b for (a, n), (b, _) in zip(calls, calls[1:]))
+    assert calls[-1][0] + calls[-1][1] == size and len(calls) >= 4
+    calls.clear()
+    ckpt.save(state, str(tmp_path / "nd"), sync=False)
+    assert calls == []  # nothing to hurry when nothing will be fsync'd
+    np.testing.assert_array_equal(ckpt.load(prefix)["big"], state["big"])
+
+
+def test_start_writeback_is_harmless(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 10000)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        _fs.start_writeback(fd, 0, 10000)
+        _fs.start_writeback(fd, 20000, 5)  # beyond the end
+    finally:
+        os.close(fd)
+    _fs.start_writeback(fd, 0, 1)  # a closed descriptor: ignored (it is only a hint)
+    assert path.read_bytes() == b"x" * 10000
+
+
 def test_async_save_of_torch_state_is_a_snapshot(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
     _slow_writes(monkeypatch, 0.1)

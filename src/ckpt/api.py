@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -163,18 +164,57 @@ def _snapshot(plan: _Plan, saver: _async.AsyncSaver | None = None) -> dict[str, 
     otherwise costs more than the copy itself. The saver keeps the new snapshot for the next save.
     """
     reuse = saver.buffers if saver is not None else {}
-    out = {}
+    out: dict[str, np.ndarray] = {}
+    large: list[tuple[str, np.ndarray, np.ndarray | None]] = []
     for name, leaf in plan.walked.leaves.items():
         value = np.asarray(leaf.get())
         buf = reuse.get(name)
-        if buf is not None and buf.shape == value.shape and buf.dtype == value.dtype and value.dtype != object:
-            np.copyto(buf, value, casting="no")
-            out[name] = buf
+        if buf is not None and not (buf.shape == value.shape and buf.dtype == value.dtype and value.dtype != object):
+            buf = None
+        if value.nbytes >= _PARALLEL_COPY_MIN:
+            large.append((name, value, buf))
+            out[name] = None  # filled below; keeps the order of the leaves
         else:
-            out[name] = np.array(value, copy=True, order="C")
+            out[name] = _copy(value, buf)
+    if large:
+        # Two halves of the large tensors copied at once: the copy (and the page faults of new memory) run on two
+        # cores, NumPy releasing the GIL while it copies.
+        large.sort(key=lambda item: -item[1].nbytes)
+        halves: list[list] = [[], []]
+        loads = [0, 0]
+        for item in large:
+            side = 0 if loads[0] <= loads[1] else 1
+            halves[side].append(item)
+            loads[side] += item[1].nbytes
+
+        failed: list[BaseException] = []
+
+        def copy_half(items: list) -> None:
+            try:
+                for name, value, buf in items:
+                    out[name] = _copy(value, buf)
+            except BaseException as exc:  # e.g. MemoryError: raised by the caller below
+                failed.append(exc)
+
+        helper = threading.Thread(target=copy_half, args=(halves[1],), name="ckpt-snapshot", daemon=True)
+        helper.start()
+        copy_half(halves[0])
+        helper.join()
+        if failed:
+            raise failed[0]
     if saver is not None:
         saver.buffers = out
     return out
+
+
+_PARALLEL_COPY_MIN = 1 << 20  # tensors this large are copied by two threads when snapshotting
+
+
+def _copy(value: np.ndarray, buf: np.ndarray | None) -> np.ndarray:
+    if buf is not None:
+        np.copyto(buf, value, casting="no")
+        return buf
+    return np.array(value, copy=True, order="C")
 
 
 #: Asynchronous ``ckpt.save(..., blocking=False)`` calls: one in flight at a time.
