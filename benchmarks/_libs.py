@@ -31,7 +31,7 @@ import numpy as np
 
 from _workloads import checksum
 
-ALL_OPS = ("save", "save_durable", "restore_warm", "restore_cold", "load_warm", "load_cold", "async")
+ALL_OPS = ("save", "save_durable", "restore_warm", "restore_cold", "load_warm", "load_cold", "async", "async_again")
 LOOKUP_OPS = ("lookup_cold", "lookup_warm")
 
 

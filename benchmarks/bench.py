@@ -153,7 +153,8 @@ def select(spec: str | None) -> tuple[list[tuple[str, list[str]]], dict[str, str
 def _summary(records: list[dict]) -> str:
     parts = []
     short = {"save": "save", "save_durable": "durable", "restore_warm": "rst-w", "restore_cold": "rst-c",
-             "load_warm": "load-w", "load_cold": "load-c", "async": "async", "lookup_cold": "cold",
+             "load_warm": "load-w", "load_cold": "load-c", "async": "async", "async_again": "async2",
+             "lookup_cold": "cold",
              "lookup_warm": "warm"}
     libs: dict[str, list[str]] = {}
     for r in records:

@@ -755,6 +755,13 @@ def _by_offset(item: tuple[TensorEntry, np.ndarray]) -> int:
     return item[0].offset
 
 
+def _byte_view(array: np.ndarray) -> memoryview:
+    """A flat writable byte view of a C-contiguous array."""
+    if array.dtype.isbuiltin == 1 and array.size:
+        return memoryview(array).cast("B")
+    return memoryview(array.reshape(-1).view(np.uint8))  # ml_dtypes types have no buffer format
+
+
 def _read_plan(items: list[tuple[TensorEntry, np.ndarray]]) -> Iterator[tuple[int, list, list, int]]:
     """Group ``items`` (sorted by offset) into ``preadv`` calls: ``(file offset, buffers, pieces, bytes)`` where
     ``pieces`` lists ``(item index, view of its target, is the tensor's last piece)`` in file order."""
@@ -772,7 +779,7 @@ def _read_plan(items: list[tuple[TensorEntry, np.ndarray]]) -> Iterator[tuple[in
         elif entry.offset > end:
             buffers.append(memoryview(_GAP)[:entry.offset - end])
             end = entry.offset
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        view = _byte_view(out)
         pos = 0
         while True:
             take = min(size - pos, _READ_CHUNK - (end - offset))
