@@ -67,7 +67,11 @@ def _is_plain(spec: Any) -> bool:
     """True when names alone describe the tree (nested dicts of NumPy arrays): no record is needed, and the files
     equal what TensorFlow's Saver writes for the same tensors."""
     if "dict" in spec:
-        return all(_is_plain(child) for _, child in spec["dict"])
+        for _, child in spec["dict"]:
+            if child.get("kind") != "ndarray" or "leaf" not in child:
+                if "dict" not in child or not _is_plain(child):
+                    return False
+        return True
     return "leaf" in spec and spec.get("kind") == "ndarray"
 
 

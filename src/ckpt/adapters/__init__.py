@@ -78,8 +78,8 @@ def prescan(state: Any, ctx) -> None:
                 hook(obj, name, ctx)
             if not isinstance(obj, Mapping):
                 continue
-        if isinstance(obj, Mapping):
-            stack.extend((v, f"{name}/{k}" if name else str(k)) for k, v in obj.items())
+        if isinstance(obj, Mapping):  # plain leaves (most of a state) need no look: not even a name
+            stack.extend((v, f"{name}/{k}" if name else str(k)) for k, v in obj.items() if type(v) not in plain)
         elif isinstance(obj, (list, tuple)):
             keys = obj._fields if hasattr(type(obj), "_fields") else range(len(obj))
             stack.extend((v, f"{name}/{k}" if name else str(k)) for k, v in zip(keys, obj))
