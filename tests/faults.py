@@ -27,6 +27,7 @@ import re
 import shutil
 import signal
 import sys
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ import numpy as np
 
 import ckpt
 from ckpt import _fs
+from ckpt.format import bundle as _bundle
 from ckpt.errors import CorruptCheckpointWarning
 
 FAULT_ERRNOS = (errno.ENOSPC, errno.EIO, errno.EACCES)
@@ -77,13 +79,22 @@ class Injector:
     Use as a context manager; it restores the primitives on exit.
     """
 
-    def __init__(self, action: Callable[[Step, Callable, tuple], Any] | None = None) -> None:
+    def __init__(self, action: Callable[[Step, Callable, tuple], Any] | None = None, *,
+                 parallel: bool = False) -> None:
         self.action = action or (lambda step, real, args: real(*args))
         self.steps: list[Step] = []
         self._paths: dict[int, str] = {}  # descriptor -> file, for fsync/write/close
         self._saved: dict[str, Callable] = {}
+        # Steps are enumerated once and then killed or failed one by one, so every run of a save must make the same
+        # calls in the same order: by default shards are written one after the other. ``parallel=True`` keeps
+        # ckpt's parallel shard writes (steps from several threads, in no fixed order).
+        self.parallel = parallel
+        self._parallel_before = _bundle._PARALLEL_WRITES
+        self._lock = threading.Lock()
 
     def __enter__(self) -> Injector:
+        self._parallel_before = _bundle._PARALLEL_WRITES
+        _bundle._PARALLEL_WRITES = self.parallel
         for name in _fs.PRIMITIVES:
             real = getattr(_fs, name)
             self._saved[name] = real
@@ -94,6 +105,7 @@ class Injector:
         for name, real in self._saved.items():
             setattr(_fs, name, real)
         self._saved.clear()
+        _bundle._PARALLEL_WRITES = self._parallel_before
 
     def _wrap(self, op: str, real: Callable) -> Callable:
         def wrapper(*args):
@@ -103,8 +115,9 @@ class Injector:
                 path = f"{_normalise(args[0])} -> {_normalise(args[1])}"
             else:
                 path = _normalise(args[0])
-            step = Step(len(self.steps), op, path)
-            self.steps.append(step)
+            with self._lock:
+                step = Step(len(self.steps), op, path)
+                self.steps.append(step)
             result = self.action(step, real, args)
             if op in ("create", "open_dir", "open_lock"):
                 self._paths[result] = path

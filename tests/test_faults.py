@@ -21,10 +21,13 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import ckpt
 import faults
 from faults import (EXHAUSTIVE_SCENARIOS, FAULT_ERRNOS, SCENARIOS, KillJob, Scenario, check_after_fault,
                     check_recovery, copy_dir, count, failing_at, record, recover_action, run_kill_jobs)
@@ -229,3 +232,74 @@ def test_double_faults_kill_the_recovery_too(name, bases, tmp_path):
         except AssertionError as exc:
             raise AssertionError(f"{name}: second kill in {job.directory}: {exc}") from exc
     count("fault points: double SIGKILL (save, then recovery)", len(second))
+
+
+# ============================================================================================ parallel shards
+
+
+def _sharded_state(seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    state = {f"big{i}": rng.standard_normal(300_000 + 1000 * i) for i in range(4)}  # written as large payloads
+    state.update({f"small{i:03d}": rng.standard_normal(50) for i in range(200)})  # through the write buffers
+    return state
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+def test_parallel_shard_writes_match_sequential_ones(tmp_path, monkeypatch):
+    import ckpt.format.bundle as bundle
+
+    state = _sharded_state(0)
+    calls = []
+    real = bundle._Shard._write_out
+
+    def write_out(self, data):
+        calls.append(threading.current_thread().name)
+        return real(self, data)
+
+    monkeypatch.setattr(bundle._Shard, "_write_out", write_out)
+    monkeypatch.setattr(bundle.os, "cpu_count", lambda: 4)
+    ckpt.save(state, tmp_path / "par" / "ck", num_shards=3)
+    assert set(calls) == {"ckpt-write"}  # every payload went through a writer thread
+    monkeypatch.setattr(bundle, "_PARALLEL_WRITES", False)
+    calls.clear()
+    ckpt.save(state, tmp_path / "seq" / "ck", num_shards=3)
+    assert threading.current_thread().name in calls and "ckpt-write" not in calls
+    par, seq = _files(tmp_path / "par"), _files(tmp_path / "seq")
+    del par["checkpoint"], seq["checkpoint"]  # (its timestamps differ)
+    assert par == seq  # byte for byte the same data and index files
+    loaded = ckpt.load(tmp_path / "par" / "ck")
+    for name, value in state.items():
+        np.testing.assert_array_equal(loaded[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("code", FAULT_ERRNOS)
+def test_parallel_shard_writes_fail_cleanly_at_every_write(code, tmp_path, monkeypatch):
+    import ckpt.format.bundle as bundle
+
+    monkeypatch.setattr(bundle.os, "cpu_count", lambda: 4)
+    directory = tmp_path / "d"
+    ckpt.save(_sharded_state(1), directory / "ck", step=1, num_shards=3)
+    before = _files(directory)
+    with faults.Injector(parallel=True) as recorder:
+        ckpt.save(_sharded_state(2), tmp_path / "probe" / "ck", step=2, num_shards=3)
+    writes = sum(1 for s in recorder.steps if s.op == "write" and ".data-" in s.path)
+    assert writes >= 6
+    for k in range(writes):  # the k-th data write, whichever thread makes it, fails
+        seen = []
+
+        def action(step, real, args, k=k, seen=seen):
+            if step.op == "write" and ".data-" in step.path:
+                seen.append(step)
+                if len(seen) == k + 1:
+                    raise OSError(code, f"{os.strerror(code)} (injected)", step.path)
+            return real(*args)
+
+        with faults.Injector(action, parallel=True), pytest.raises(OSError) as info:
+            ckpt.save(_sharded_state(2), directory / "ck", step=2, num_shards=3)
+        assert info.value.errno == code
+        assert _files(directory) == before, f"write {k}: files were added, removed or changed"
+        assert ckpt.latest(directory) == str(directory / "ck-1")
+    count("fault points: OSError in parallel shard writes", writes * 1)

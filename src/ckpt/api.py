@@ -286,7 +286,8 @@ def save(state: Any, prefix: str | os.PathLike, *, step: int | None = None,
         metadata: JSON-serialisable data stored with the checkpoint, read back as ``Reader(...).metadata``.
         rng: Also capture the global random generators (Python, NumPy, torch, TensorFlow); ``restore`` puts them
             back.
-        num_shards: Number of data files.
+        num_shards: Number of data files. Several are written by parallel threads (up to one per file, at most
+            the number of CPUs and 8).
         sync: fsync data, index, state file and directory before returning (default), so the checkpoint and the
             state file naming it survive a power loss once ``save`` returns. ``False`` skips every fsync for
             scratch runs: a crash of the process still never leaves a half-written checkpoint, but a power loss

@@ -812,8 +812,54 @@ def _crc_pool():
     return _crc_pool_executor
 
 
+#: Several data shards are written by parallel threads (at most this many, and no more than CPUs).
+_PARALLEL_WRITES = True
+_MAX_WRITE_THREADS = 8
+
+
+class _WriteWorker:
+    """A thread writing the payloads of some shards, in the order they were handed to it.
+
+    The first error stops it: later payloads are dropped and the error is raised in the writing thread by the next
+    ``submit``/``drain`` (a checkpoint with a failed write is aborted as a whole)."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self._queue: queue.Queue = queue.Queue(maxsize=4)  # bounds the write buffers waiting in memory
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="ckpt-write", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            shard, data = item
+            if self.error is None:
+                try:
+                    shard._write_out(data)
+                except BaseException as exc:  # raised by the writer's thread at its next call
+                    self.error = exc
+
+    def submit(self, shard: _Shard, data) -> None:
+        self.raise_error()
+        self._queue.put((shard, data))
+
+    def raise_error(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def stop(self) -> None:
+        """Finish the queued writes and end the thread (errors stay in ``error``)."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+
 class _Shard:
-    __slots__ = ("tmp", "final", "fd", "size", "_buf", "_sync", "_written")
+    __slots__ = ("tmp", "final", "fd", "size", "_buf", "_sync", "_written", "worker")
 
     def __init__(self, tmp: str, final: str, sync: bool = False) -> None:
         self.tmp = tmp
@@ -823,6 +869,13 @@ class _Shard:
         self._buf = bytearray()
         self._sync = sync  # the file will be fsync'd: start writing back each large write at once
         self._written = 0  # bytes handed to write(2)
+        self.worker: _WriteWorker | None = None  # writes this shard's bytes in another thread when set
+
+    def _submit(self, data) -> None:
+        if self.worker is None:
+            self._write_out(data)
+        else:
+            self.worker.submit(self, data)
 
     def _write_out(self, data) -> None:
         if not self._sync:
@@ -850,7 +903,7 @@ class _Shard:
                 self.flush()
         else:
             self.flush()
-            self._write_out(data)
+            self._submit(data)
             self.size += n
 
     def pad(self, alignment: int) -> None:
@@ -864,7 +917,7 @@ class _Shard:
     def flush(self) -> None:
         if self._buf:
             buf, self._buf = self._buf, bytearray()
-            self._write_out(buf)
+            self._submit(buf)
 
 
 _ENTRY_HEADS: dict[tuple[int, tuple[int, ...]], bytes] = {}  # (dtype, shape) -> encoded dtype and shape fields
@@ -913,7 +966,9 @@ class BundleWriter:
 
     Args:
         prefix: Checkpoint prefix to create.
-        num_shards: Number of data files; tensors go to the least-filled one.
+        num_shards: Number of data files; tensors go to the least-filled one. Several shards are written by
+            parallel threads (up to one per shard, at most the number of CPUs and 8), so the arrays given to
+            :meth:`add` must not change until :meth:`finish` returns.
         sync: fsync files and the directory before returning from :meth:`finish` (durable on power loss):
             every data file and the index before any of them is renamed into place, the directory after.
         alignment: Pad each data file with zeros after every tensor up to a multiple of this many bytes, so each
@@ -942,10 +997,17 @@ class BundleWriter:
         self._entries: dict[bytes, bytes | tensor_bundle_pb2.BundleEntryProto] = {}
         self._done = False
         self._single = num_shards == 1 and alignment == 1  # add()'s inlined path applies
+        self._workers: list[_WriteWorker] = []
         try:
             for i in range(num_shards):
                 final = data_filename(self.prefix, i, num_shards)
                 self._shards.append(_Shard(f"{final}{TMP_MARKER}{token}", final, sync))
+            if num_shards > 1 and _PARALLEL_WRITES:
+                count = min(num_shards, os.cpu_count() or 1, _MAX_WRITE_THREADS)
+                if count > 1:
+                    self._workers = [_WriteWorker() for _ in range(count)]
+                    for i, shard in enumerate(self._shards):
+                        shard.worker = self._workers[i % count]
         except BaseException:
             self.abort()
             raise
@@ -1085,6 +1147,8 @@ class BundleWriter:
         try:
             for shard in self._shards:
                 shard.flush()
+            self._stop_workers()  # every queued write done (the first error of any is raised)
+            for shard in self._shards:
                 if self.sync:
                     _fs.fsync(shard.fd)
                 fd, shard.fd = shard.fd, -1
@@ -1113,10 +1177,23 @@ class BundleWriter:
         self._done = True
         return [s.final for s in self._shards] + [index_final]
 
+    def _stop_workers(self) -> None:
+        workers, self._workers = self._workers, []
+        for worker in workers:
+            worker.stop()
+        for shard in self._shards:
+            shard.worker = None
+        for worker in workers:
+            worker.raise_error()
+
     def abort(self, extra: Sequence[str] = ()) -> None:
         """Close and delete every file this writer created (temporary or already renamed into place, the index
         first); nothing of this bundle is left behind."""
         self._done = True
+        try:
+            self._stop_workers()
+        except BaseException:
+            pass  # the error that made us abort is the one the caller sees
         for shard in self._shards:
             if shard.fd >= 0:
                 fd, shard.fd = shard.fd, -1
