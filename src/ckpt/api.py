@@ -637,15 +637,15 @@ def _restore(path: str | os.PathLike, into: Any, *, map: NameMap | None, strict:
         candidates = sorted(n for n in map if isinstance(n, str) and n in reader) if subset else reader.keys()
         if map is None:  # names as they are: no collisions possible
             to_ckpt = dict(zip(candidates, candidates))
-            candidates = ()
-        for ckpt_name in candidates:
-            state_name = fn(ckpt_name)
-            if state_name is None:
-                continue
-            if state_name in to_ckpt:
-                collisions.append(f"{state_name} (from {to_ckpt[state_name]} and {ckpt_name})")
-                continue
-            to_ckpt[state_name] = ckpt_name
+        else:
+            for ckpt_name in candidates:
+                state_name = fn(ckpt_name)
+                if state_name is None:
+                    continue
+                if state_name in to_ckpt:
+                    collisions.append(f"{state_name} (from {to_ckpt[state_name]} and {ckpt_name})")
+                    continue
+                to_ckpt[state_name] = ckpt_name
         if collisions:
             raise CheckpointError(f"the name map sends several checkpoint names to one state name: "
                                   f"{', '.join(collisions)}", path=reader.prefix)

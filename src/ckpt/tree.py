@@ -289,8 +289,7 @@ def _walk(obj: Any, name: str, ctx: Context) -> tuple[Any, Callable[[], Any]]:
             if not skey:
                 ctx.problems.append(f"{name or '<root>'}: empty key")
                 continue
-            node, rb = _numpy_leaf(child, prefix + skey, ctx) if type(child) is np.ndarray else \
-                _walk(child, prefix + skey, ctx)
+            node, rb = _walk(child, prefix + skey, ctx)
             items.append([skey, node])
             rebuilders.append((key, rb))
         cls = type(obj)

@@ -897,10 +897,7 @@ class _Shard:
     def write(self, data) -> None:
         n = data.nbytes if isinstance(data, (np.ndarray, memoryview)) else len(data)
         if n < _SMALL_PAYLOAD:
-            self._buf += data if isinstance(data, (bytes, bytearray)) else memoryview(data)
-            self.size += n
-            if len(self._buf) >= _WRITE_BUFFER:
-                self.flush()
+            self.append_small(data if isinstance(data, (bytes, bytearray)) else memoryview(data), n)
         else:
             self.flush()
             self._submit(data)
