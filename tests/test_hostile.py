@@ -7,6 +7,7 @@ message names the file involved (and the tensor, where there is one).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -993,3 +994,406 @@ def test_reader_never_hides_unknown_names_behind_slice_keys(tmp_path):
         assert key not in reader
         with pytest.raises(CheckpointNotFoundError):
             reader[key]
+
+
+# ============================================================================================ foreign formats
+# Hostile safetensors, .npz, .pt and .h5 files (issue 13): files that read other files, forged sizes, truncated
+# storages, malformed structures, odd dtypes and names. Each hostile file is generated here.
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+import zipfile  # noqa: E402
+import zlib  # noqa: E402
+
+from ckpt.cli.main import main as cli_main  # noqa: E402
+
+SRC = Path(ckpt.__file__).resolve().parent.parent
+LIMITED = textwrap.dedent("""
+    import resource, sys, traceback
+    import numpy, h5py, torch, ckpt
+    from ckpt.errors import CheckpointError
+    # Address-space limit: what the interpreter already maps plus {extra} MiB, so a forged size cannot be allocated.
+    with open("/proc/self/status") as f:
+        vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    resource.setrlimit(resource.RLIMIT_AS, (vm + {extra} * 2 ** 20, resource.RLIM_INFINITY))
+    try:
+        with ckpt.Reader(sys.argv[1]) as reader:
+            for name in reader.keys():
+                reader[name]
+    except CheckpointError as exc:
+        print("CKPT", type(exc).__name__, exc)
+    except BaseException as exc:
+        print("OTHER", type(exc).__name__, exc)
+    else:
+        print("READ")
+""")
+
+
+def read_limited(path: Path, extra_mib: int = 256) -> str:
+    """Read everything at ``path`` in a child whose address space allows only ``extra_mib`` MiB more than the
+    interpreter itself: the first word of the result says how it ended (CKPT error, OTHER exception, READ)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", LIMITED.format(extra=extra_mib), str(path)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip()
+
+
+h5py = pytest.importorskip("h5py")
+torch = pytest.importorskip("torch")
+
+
+class TestHdf5ReachesOtherFiles:
+    @pytest.fixture()
+    def secret(self, tmp_path):
+        secret = tmp_path / "secret.txt"
+        secret.write_bytes(b"root:x:0:0:SECRET\n" * 4)
+        return secret
+
+    def test_external_storage_is_refused_everywhere(self, tmp_path, secret, capsys):
+        path = tmp_path / "model.weights.h5"
+        with h5py.File(path, "w") as f:
+            f.create_dataset("layers/dense/vars/0", data=np.ones((2, 2), np.float32))
+            f.create_dataset("layers/dense/vars/1", shape=(72,), dtype="u1", external=[(str(secret), 0, 72)])
+        with pytest.raises(UnsupportedError, match="external storage") as info:
+            ckpt.Reader(path)
+        assert_error(info, file=path, tensor="layers/dense/vars/1")
+        assert "secret.txt" in str(info.value)
+        assert cli_main(["inspect", "--all", "--json", str(path)]) == 1
+        out, err = capsys.readouterr()
+        assert "SECRET" not in out + err and "external storage" in err
+        with pytest.raises(UnsupportedError, match="external storage"):
+            ckpt.convert(path, tmp_path / "out.npz")
+        assert not (tmp_path / "out.npz").exists()
+
+    def test_virtual_dataset_is_refused(self, tmp_path):
+        other = tmp_path / "other.h5"
+        with h5py.File(other, "w") as f:
+            f["x"] = np.arange(4, dtype=np.float32)
+        layout = h5py.VirtualLayout(shape=(4,), dtype=np.float32)
+        layout[:] = h5py.VirtualSource(str(other), "x", shape=(4,))
+        path = tmp_path / "vds.h5"
+        with h5py.File(path, "w") as f:
+            f.create_virtual_dataset("layers/d/vars/0", layout)
+        with pytest.raises(UnsupportedError, match="virtual dataset") as info:
+            ckpt.Reader(path)
+        assert_error(info, file=path, tensor="layers/d/vars/0")
+
+    def test_external_link_is_refused_and_soft_links_are_not_followed(self, tmp_path):
+        other = tmp_path / "other.h5"
+        with h5py.File(other, "w") as f:
+            f["x"] = np.arange(4, dtype=np.float32)
+        path = tmp_path / "link.h5"
+        with h5py.File(path, "w") as f:
+            f["w"] = np.zeros(2, np.float32)
+            f["soft"] = h5py.SoftLink("/w")
+        with ckpt.Reader(path) as reader:
+            assert reader.keys() == ["w"]  # listed once, by its hard link
+        with h5py.File(path, "a") as f:
+            f["layers/ext"] = h5py.ExternalLink(str(other), "/x")
+        with pytest.raises(UnsupportedError, match="external link") as info:
+            ckpt.Reader(path)
+        assert_error(info, file=path, tensor="layers/ext")
+
+
+class TestForgedSizes:
+    def test_hdf5_declaring_4_tib_allocates_nothing(self, tmp_path):
+        path = tmp_path / "huge.h5"
+        with h5py.File(path, "w") as f:
+            f.create_dataset("layers/d/vars/0", shape=(2 ** 40,), dtype="f4", chunks=(2 ** 16,), compression="gzip")
+        assert path.stat().st_size < 16384
+        with pytest.raises(CorruptCheckpointError, match="declares 4398046511104 bytes") as info:
+            ckpt.Reader(path)
+        assert_error(info, file=path, tensor="layers/d/vars/0")
+        assert read_limited(path).startswith("CKPT CorruptCheckpointError")
+
+    def test_hdf5_contiguous_dataset_without_its_bytes(self, tmp_path):
+        path = tmp_path / "late.h5"
+        with h5py.File(path, "w") as f:
+            f.create_dataset("w", shape=(2 ** 29,), dtype="f4")  # never written: no storage allocated
+        assert read_limited(path).startswith("CKPT CorruptCheckpointError")
+
+    def test_hdf5_within_the_policy_reads(self, tmp_path):
+        path = tmp_path / "zeros.h5"
+        with h5py.File(path, "w") as f:
+            f.create_dataset("w", data=np.zeros(1000, np.float32), chunks=(100,), compression="gzip")
+            f.create_dataset("fill", shape=(10,), dtype="i4", fillvalue=7)
+        with ckpt.Reader(path) as reader:
+            np.testing.assert_array_equal(reader["w"], np.zeros(1000, np.float32))
+            np.testing.assert_array_equal(reader["fill"], np.full(10, 7, np.int32))
+
+    def test_npz_deflate_bomb(self, tmp_path):
+        """300 MiB of zeros deflated to about 300 kB: refused before decompressing, in a bounded child."""
+        path = tmp_path / "bomb.npz"
+        nbytes = 300 << 20
+        header = io_header(np.dtype(np.float32), (nbytes // 4,))
+        comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+        body = bytearray(comp.compress(header))
+        chunk = bytes(16 << 20)
+        crc = zlib.crc32(header)
+        for _ in range(nbytes // len(chunk)):
+            body += comp.compress(chunk)
+            crc = zlib.crc32(chunk, crc)
+        body += comp.flush()
+        write_raw_zip(path, "w.npy", bytes(body), crc=crc, size=len(header) + nbytes, method=zipfile.ZIP_DEFLATED)
+        assert path.stat().st_size < 1 << 20
+        with pytest.raises(CorruptCheckpointError, match="decompression bomb") as info:
+            ckpt.Reader(path)
+        assert_error(info, file=path, tensor="w")
+        assert read_limited(path, extra_mib=128).startswith("CKPT CorruptCheckpointError")
+
+    def test_npz_declaring_1_gi_float32_in_a_small_member(self, tmp_path):
+        path = tmp_path / "forged.npz"
+        header = io_header(np.dtype(np.float32), (2 ** 28,))
+        body = header + bytes(64)
+        write_raw_zip(path, "w.npy", body, crc=zlib.crc32(body), size=len(body))
+        with pytest.raises(CorruptCheckpointError, match="declares") as info:
+            ckpt.Reader(path)
+        assert_error(info, file=path, tensor="w")
+        # The zip directory forged to agree with the header: the member's bytes are not in the file.
+        write_raw_zip(path, "w.npy", body, crc=zlib.crc32(body), size=len(header) + 2 ** 30)
+        assert read_limited(path, extra_mib=128).startswith("CKPT CorruptCheckpointError")
+
+    def test_npz_compressed_member_shorter_than_declared(self, tmp_path):
+        path = tmp_path / "short.npz"
+        header = io_header(np.dtype(np.float32), (1000,))
+        body = header + bytes(400)
+        comp = zlib.compressobj(9, zlib.DEFLATED, -15)
+        data = comp.compress(body) + comp.flush()
+        write_raw_zip(path, "w.npy", data, crc=zlib.crc32(body), size=len(header) + 4000,
+                      method=zipfile.ZIP_DEFLATED)
+        with pytest.raises(CorruptCheckpointError) as info:
+            ckpt.Reader(path)["w"]
+        assert_error(info, file=path, tensor="w")
+
+    def test_npz_compressed_reads_correctly(self, tmp_path):
+        path = tmp_path / "ok.npz"
+        values = {"a": np.arange(12, dtype=">f8").reshape(3, 4), "b": np.asfortranarray(np.arange(6).reshape(2, 3)),
+                  "c": np.zeros((0, 3), np.int8)}
+        np.savez_compressed(path, **values)
+        with ckpt.Reader(path) as reader:
+            for name, value in values.items():
+                np.testing.assert_array_equal(reader[name], value)
+                assert reader[name].dtype == value.dtype
+
+    def test_legacy_pt_with_a_forged_storage_size(self, tmp_path):
+        path = tmp_path / "legacy.pt"
+        torch.save({"w": torch.ones(1000003)}, path, _use_new_zipfile_serialization=False)
+        raw = path.read_bytes()
+        count = b"J" + struct.pack("<i", 1000003)
+        assert raw.count(count) == 2  # the storage's element count (first), then the tensor's shape
+        path.write_bytes(raw.replace(count, b"J" + struct.pack("<i", 2 ** 31 - 1), 1))
+        with pytest.raises(CorruptCheckpointError, match="truncated or its size is forged") as info:
+            ckpt.Reader(path)
+        assert_error(info, file=path)
+        assert read_limited(path).startswith("CKPT CorruptCheckpointError")
+
+    def test_legacy_pt_reads(self, tmp_path):
+        path = tmp_path / "legacy.pt"
+        torch.save({"w": torch.arange(5.0), "n": torch.arange(3)}, path, _use_new_zipfile_serialization=False)
+        with ckpt.Reader(path) as reader:
+            np.testing.assert_array_equal(reader["w"], np.arange(5.0, dtype=np.float32))
+            np.testing.assert_array_equal(reader["n"], np.arange(3))
+
+
+def io_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                  "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
+def write_raw_zip(path: Path, name: str, data: bytes, *, crc: int, size: int, method: int = zipfile.ZIP_STORED):
+    """A one-member zip whose directory claims ``size`` uncompressed bytes and ``crc``, whatever ``data`` is."""
+    encoded = name.encode()
+    local = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 0, method, 0, 0, crc, len(data),
+                        min(size, 0xFFFFFFFF), len(encoded), 0) + encoded
+    central = struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 0, method, 0, 0, crc, len(data),
+                          min(size, 0xFFFFFFFF), len(encoded), 0, 0, 0, 0, 0, 0) + encoded
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, len(central), len(local) + len(data), 0)
+    path.write_bytes(local + data + central + end)
+
+
+def rewrite_zip(src: Path, dst: Path, change) -> None:
+    """Copy a zip member by member; ``change(name, data)`` returns the member's new bytes."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_STORED) as zout:
+        for info in zin.infolist():
+            zout.writestr(info.filename, change(info.filename, zin.read(info)))
+
+
+class TestTruncatedTorchStorage:
+    def test_truncated_storage_entry(self, tmp_path):
+        good = tmp_path / "good.pt"
+        torch.save({"w": torch.arange(64, dtype=torch.float32), "b": torch.ones(8)}, good)
+        path = tmp_path / "cut.pt"
+        rewrite_zip(good, path, lambda name, data: data[:100] if name.endswith("/data/0") else data)
+        with pytest.raises(CorruptCheckpointError, match="truncated") as info:
+            ckpt.Reader(path)
+        assert_error(info, file=path)
+
+    def test_flipped_storage_byte_fails_the_zip_crc(self, tmp_path):
+        path = tmp_path / "flip.pt"
+        torch.save({"w": torch.arange(64, dtype=torch.float32)}, path)
+        raw = bytearray(path.read_bytes())
+        with zipfile.ZipFile(path) as zf:
+            info = next(i for i in zf.infolist() if i.filename.endswith("/data/0"))
+            name_len, extra_len = struct.unpack_from("<HH", raw, info.header_offset + 26)
+            start = info.header_offset + 30 + name_len + extra_len
+        raw[start + 17] ^= 0x40
+        path.write_bytes(bytes(raw))
+        with pytest.raises(CorruptCheckpointError, match="CRC") as info:
+            ckpt.Reader(path)
+        assert_error(info, file=path)
+
+
+class TestMalformedForeignFiles:
+    def test_hdf5_empty_dataspace(self, tmp_path):
+        path = tmp_path / "empty.h5"
+        with h5py.File(path, "w") as f:
+            f["e"] = h5py.Empty("f4")
+            f.attrs["nothing"] = h5py.Empty("i4")
+        with ckpt.Reader(path) as reader:
+            assert reader.info("e").dtype == "empty(float32)" and reader.info("e").nbytes == 0
+            with pytest.raises(UnsupportedError, match="null") as info:
+                reader["e"]
+            assert_error(info, file=path, tensor="e")
+            assert isinstance(reader.metadata["nothing"], str)
+
+    def test_truncated_hdf5(self, tmp_path):
+        path = tmp_path / "cut.h5"
+        with h5py.File(path, "w") as f:
+            for i in range(20):
+                f.create_dataset(f"layers/l{i}/vars/0", data=np.arange(100.0) + i)
+        raw = path.read_bytes()
+        for cut in (len(raw) // 3, len(raw) // 2, len(raw) - 100):
+            path.write_bytes(raw[:cut])
+            with pytest.raises(CheckpointError) as info:
+                read_everything(path)
+            assert str(path) in str(info.value)
+
+    def test_npz_unknown_compression_and_broken_deflate(self, tmp_path):
+        header = io_header(np.dtype(np.float32), (4,))
+        body = header + bytes(16)
+        path = tmp_path / "weird.npz"
+        write_raw_zip(path, "w.npy", body, crc=zlib.crc32(body), size=len(body), method=99)
+        with pytest.raises(CorruptCheckpointError) as info:
+            ckpt.Reader(path)
+        assert_error(info, file=path)
+        write_raw_zip(path, "w.npy", b"\xff" * 40, crc=zlib.crc32(body), size=len(body), method=zipfile.ZIP_DEFLATED)
+        with pytest.raises(CorruptCheckpointError) as info:
+            ckpt.Reader(path)
+        assert_error(info, file=path)
+
+    def test_npz_crc_mismatch(self, tmp_path):
+        header = io_header(np.dtype(np.float32), (4,))
+        body = header + bytes(16)
+        path = tmp_path / "crc.npz"
+        write_raw_zip(path, "w.npy", body, crc=zlib.crc32(body) ^ 1, size=len(body))
+        with pytest.raises(CorruptCheckpointError, match="CRC") as info:
+            ckpt.Reader(path)["w"]
+        assert_error(info, file=path, tensor="w")
+
+    def test_more_than_64_dimensions(self, tmp_path):
+        path = tmp_path / "deep.npz"
+        header = io_header(np.dtype(np.uint8), (1,) * 65)
+        body = header + b"\x01"
+        write_raw_zip(path, "w.npy", body, crc=zlib.crc32(body), size=len(body))
+        with pytest.raises(CorruptCheckpointError, match="64") as info:
+            ckpt.Reader(path)
+        assert_error(info, file=path, tensor="w")
+        st_path = tmp_path / "deep.safetensors"
+        header_json = json.dumps({"w": {"dtype": "U8", "shape": [1] * 65, "data_offsets": [0, 1]}}).encode()
+        st_path.write_bytes(struct.pack("<Q", len(header_json)) + header_json + b"\x01")
+        with pytest.raises(CorruptCheckpointError, match="64") as info:
+            ckpt.Reader(st_path)
+        assert_error(info, file=st_path, tensor="w")
+
+    @pytest.mark.parametrize("garbage", [b"PK\x03\x04" + b"\0" * 40, b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a"
+                                         b"\xa8\x50\x19" + b"\x80\x02(((", b"\x80\x02" + b"\x95" * 30])
+    def test_garbage_pt(self, tmp_path, garbage):
+        path = tmp_path / "bad.pt"
+        path.write_bytes(garbage)
+        with pytest.raises(CheckpointError) as info:
+            ckpt.Reader(path, format="torch")
+        assert str(path) in str(info.value)
+
+
+class TestOddDtypesInInspect:
+    def test_structured_npz(self, tmp_path, capsys):
+        path = tmp_path / "rec.npz"
+        np.savez(path, r=np.zeros(3, dtype=[("a", "<f4"), ("b", "<i8")]), ok=np.arange(3))
+        with ckpt.Reader(path) as reader:
+            assert reader.info("r").dtype == "structured"
+            with pytest.raises(UnsupportedError, match="structured") as info:
+                reader["r"]
+            assert_error(info, file=path, tensor="r")
+        assert cli_main(["inspect", "--json", str(path)]) == 0
+        assert json.loads(capsys.readouterr().out)["tensors"][1]["dtype"] == "structured"
+        assert cli_main(["inspect", "--json", "--all", str(path)]) == 1
+        assert "structured" in capsys.readouterr().err
+
+    def test_hdf5_vlen_reference_and_strings(self, tmp_path, capsys):
+        path = tmp_path / "odd.h5"
+        with h5py.File(path, "w") as f:
+            v = f.create_dataset("vlen", shape=(2,), dtype=h5py.vlen_dtype(np.int32))
+            v[0], v[1] = [1, 2], [3]
+            f["ref"] = v.ref
+            f["names"] = np.array([b"alpha", b"beta"], dtype=h5py.string_dtype())
+            f["fixed"] = np.array([b"ab", b"c"])
+        with ckpt.Reader(path) as reader:
+            assert reader.info("vlen").dtype == "variable-length(int32)"
+            assert reader.info("ref").dtype == "reference"
+            assert reader["names"].tolist() == [b"alpha", b"beta"]
+            assert reader["fixed"].tolist() == [b"ab", b"c"]
+            for name in ("vlen", "ref"):
+                with pytest.raises(UnsupportedError, match="not a tensor") as info:
+                    reader[name]
+                assert_error(info, file=path, tensor=name)
+        assert cli_main(["inspect", "--json", str(path)]) == 0
+        capsys.readouterr()
+        assert cli_main(["inspect", "--json", "--all", str(path)]) == 1
+        assert "not a tensor" in capsys.readouterr().err
+
+
+class TestConvertNames:
+    @pytest.fixture()
+    def source(self, tmp_path):
+        path = tmp_path / "odd.pt"
+        torch.save({"nul\x00inside": torch.ones(2), "bad\udcffbyte": torch.zeros(2), "x" * 100_000: torch.ones(1),
+                    "fine": torch.arange(3)}, path)
+        return path
+
+    def test_npz_lists_every_bad_name_and_writes_nothing(self, tmp_path, source):
+        out = tmp_path / "out" / "model.npz"
+        with pytest.raises(UnsupportedError) as info:
+            ckpt.convert(source, out)
+        message = str(info.value)
+        assert "3 problem(s)" in message and "NUL" in message and "65531" in message and "Unicode" in message
+        assert not out.exists() and not list(tmp_path.glob("out/*"))
+
+    def test_safetensors_refuses_undecodable_names(self, tmp_path, source):
+        out = tmp_path / "model.safetensors"
+        with pytest.raises(UnsupportedError, match="1 problem") as info:
+            ckpt.convert(source, out)
+        assert "bad" in str(info.value)
+        assert not out.exists()
+        ckpt.convert(source, out, exclude="bad*")
+        with ckpt.Reader(out) as reader:
+            assert "nul\x00inside" in reader and "x" * 100_000 in reader
+
+    def test_a_failed_verification_leaves_nothing(self, tmp_path, monkeypatch):
+        src = tmp_path / "src.safetensors"
+        from safetensors.numpy import save_file
+
+        save_file({"a": np.arange(3, dtype=np.float32)}, str(src))
+        from ckpt import _convert
+
+        monkeypatch.setattr(_convert, "checksum", lambda array, _n=iter(range(100)): next(_n))
+        out = tmp_path / "out.npz"
+        with pytest.raises(CorruptCheckpointError, match="verification"):
+            ckpt.convert(src, out)
+        assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["src.safetensors"]

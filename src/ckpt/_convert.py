@@ -183,6 +183,14 @@ def plan(reader: Reader, dst_format: str, *, map: NameMap | None = None, dtype: 
     return items, skipped
 
 
+def _remove(files: Sequence[Path]) -> None:
+    for file in files:
+        try:
+            os.unlink(file)
+        except OSError:
+            pass
+
+
 def checksum(array: np.ndarray) -> int:
     """CRC32C of an array's values: little-endian C-order bytes, or the elements with their lengths for strings."""
     array = np.asarray(array)
@@ -317,7 +325,11 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, format: str | Non
     destination = files[-1] if dst_format == "safetensors" and files[-1].name.endswith(".index.json") else \
         (Path(dst) if dst_format == "tensorflow" else files[0])
     if verify:
-        _verify(destination, dst_format, items, sums)
+        try:
+            _verify(destination, dst_format, items, sums)
+        except BaseException:
+            _remove(files)  # a failed conversion leaves nothing behind
+            raise
     return ConvertResult(
         source=source_path, destination=destination, format=dst_format, source_format=source_format_name,
         files=tuple(files), tensors=len(items), bytes=sum(item.nbytes for item in items),

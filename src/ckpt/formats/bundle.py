@@ -32,7 +32,11 @@ def check(name: str, dtype: str) -> str | None:
     """Why a tensor of ckpt dtype name ``dtype`` (or its name) cannot go into a bundle, or None."""
     if not name:
         return "TensorFlow bundles cannot hold an empty tensor name"
-    if is_slice_key(name.encode("utf-8", "surrogateescape")):
+    try:
+        encoded = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return "the name holds a lone surrogate that has no byte encoding"
+    if is_slice_key(encoded):
         return "names must not start with a NUL byte"
     if name == "_CKPT_METADATA":
         return "the name is reserved for ckpt's metadata"

@@ -67,6 +67,10 @@ def check(name: str, dtype: str) -> str | None:
     """Why a tensor of ckpt dtype name ``dtype`` cannot be stored in safetensors, or None."""
     if name == "__metadata__":
         return "the name __metadata__ is reserved by safetensors for the file's metadata"
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the name is not valid Unicode text (it holds undecodable bytes); safetensors names are UTF-8 JSON"
     if dtype not in _BY_CKPT_NAME:
         return f"safetensors has no {dtype} type"
     return None
@@ -151,9 +155,11 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, _Entry], dict[str, s
                 raise UnsupportedError(f"{path}: tensor {name!r} has dtype {st_dtype}, which ckpt cannot read",
                                        path=path, key=name)
             raise bad(f"tensor {name!r} has unknown dtype {st_dtype!r}", key=name, found=st_dtype)
-        if not isinstance(shape, list) or len(shape) > 1024 or \
+        if not isinstance(shape, list) or len(shape) > 64 or \
                 not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-            raise bad(f"tensor {name!r} has an invalid shape {shape!r}", key=name, found=shape)
+            raise bad(f"tensor {name!r} has an invalid shape {shape!r}" + (" (NumPy arrays have at most 64 "
+                      "dimensions)" if isinstance(shape, list) and len(shape) > 64 else ""), key=name,
+                      found=shape)
         if not isinstance(offsets, list) or len(offsets) != 2 or \
                 not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets):
             raise bad(f"tensor {name!r} has invalid data_offsets {offsets!r}", key=name, found=offsets)

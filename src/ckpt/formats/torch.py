@@ -20,10 +20,14 @@ Importing this module imports torch.
 from __future__ import annotations
 
 import builtins
+import io
 import mmap
 import os
 import pickle
+import pickletools
 import secrets
+import struct
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -32,7 +36,7 @@ import numpy as np
 import torch
 
 from ..adapters.torch import from_numpy, numpy_dtype, to_numpy
-from ..errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
+from ..errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
 from . import Source, TensorInfo, admit, atomic_output, dtype_name
 
 __all__ = ["open", "write", "check", "TorchSource"]
@@ -66,10 +70,145 @@ def _flatten(obj: Any, prefix: str, out: dict[str, torch.Tensor | np.ndarray], s
         skipped.append(prefix)
 
 
+# Bytes per element of the storage types a state dict's pickle names (unknown types count 1: a lower bound).
+_ELEMENT_SIZE = {"DoubleStorage": 8, "FloatStorage": 4, "HalfStorage": 2, "BFloat16Storage": 2, "LongStorage": 8,
+                 "IntStorage": 4, "ShortStorage": 2, "CharStorage": 1, "ByteStorage": 1, "BoolStorage": 1,
+                 "ComplexFloatStorage": 8, "ComplexDoubleStorage": 16, "UntypedStorage": 1, "QInt32Storage": 4,
+                 "UInt16Storage": 2, "UInt32Storage": 4, "UInt64Storage": 8}
+_MARK = object()
+_CRC_CHUNK = 1 << 20
+
+
+def _storages(data: bytes | io.BytesIO) -> list[tuple[str, int]]:
+    """``(key, bytes)`` of every storage a torch pickle refers to, found by walking its opcodes without running
+    any (a tiny stack machine that tracks only constants, memo entries, tuples and persistent ids)."""
+    stream = data if isinstance(data, io.BytesIO) else io.BytesIO(data)
+    stack: list[Any] = []
+    memo: dict[Any, Any] = {}
+    found: list[tuple[str, int]] = []
+    for op, arg, _ in pickletools.genops(stream):
+        name = op.name
+        if name == "MARK":
+            stack.append(_MARK)
+        elif name in ("GLOBAL",):
+            stack.append(("global", arg))
+        elif name == "STACK_GLOBAL":
+            names = stack[-2:]
+            del stack[-2:]
+            stack.append(("global", " ".join(str(n) for n in names)))
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            if stack:
+                memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1]
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            stack.append(memo.get(arg))
+        elif name == "TUPLE":
+            at = len(stack) - 1 - stack[::-1].index(_MARK) if _MARK in stack else 0
+            items = tuple(stack[at + 1:])
+            del stack[at:]
+            stack.append(items)
+        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            n = int(name[-1])
+            items = tuple(stack[-n:])
+            del stack[-n:]
+            stack.append(items)
+        elif name in ("BINPERSID", "PERSID"):
+            pid = stack.pop() if name == "BINPERSID" and stack else arg
+            if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage":
+                kind, key, numel = pid[1], pid[2], pid[4]
+                type_name = kind[1].rpartition(" ")[2].rpartition(".")[2] if isinstance(kind, tuple) else ""
+                if not isinstance(numel, int) or numel < 0:
+                    raise ValueError(f"storage {key!r} has an invalid element count {numel!r}")
+                found.append((str(key), numel * _ELEMENT_SIZE.get(type_name, 1)))
+            stack.append(None)
+        elif op.arg is not None and name not in ("PROTO", "FRAME") and not op.stack_before:
+            stack.append(arg)  # a constant: string, bytes, int, float
+        elif name in ("NONE", "NEWTRUE", "NEWFALSE", "EMPTY_TUPLE"):
+            stack.append({"NONE": None, "NEWTRUE": True, "NEWFALSE": False, "EMPTY_TUPLE": ()}[name])
+        else:  # anything else: pop what it consumes, push an unknown for what it produces
+            for item in reversed(op.stack_before):
+                if item is pickletools.markobject:
+                    while stack and stack.pop() is not _MARK:
+                        pass
+                elif stack:
+                    stack.pop()
+            stack.extend([None] * len(op.stack_after))
+    return found
+
+
+def _check_sizes(path: str) -> None:
+    """Refuse a file whose storages need more bytes than it holds, before torch allocates them.
+
+    In a zip file every storage must be a stored (uncompressed) member at least as large as the tensor data the
+    pickle says it holds, and every member's CRC-32 must match; in a legacy file the storages' total must fit in
+    what follows the pickles, and each storage's recorded element count must match the pickle's."""
+    def bad(why: str) -> CorruptCheckpointError:
+        return CorruptCheckpointError(f"{path}: {why}", path=path)
+
+    size = os.path.getsize(path)
+    with builtins.open(path, "rb") as f:
+        head = f.read(4)
+    if head in (b"PK\x03\x04", b"PK\x05\x06"):
+        with zipfile.ZipFile(path) as zf:
+            infos = {info.filename: info for info in zf.infolist()}
+            pkl = [n for n in infos if n == "data.pkl" or n.endswith("/data.pkl")]
+            if len(pkl) != 1:
+                raise bad(f"a PyTorch zip holds one data.pkl, this one {len(pkl)}")
+            prefix = pkl[0][: -len("data.pkl")]
+            if infos[pkl[0]].file_size > size * 1032 + 1024:
+                raise bad("data.pkl declares more bytes than the file could hold")
+            for key, need in _storages(zf.read(pkl[0])):
+                info = infos.get(f"{prefix}data/{key}")
+                if info is None:
+                    raise bad(f"storage {key!r} named by data.pkl is missing from the archive")
+                if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+                    raise bad(f"storage {key!r} is compressed; PyTorch stores storages uncompressed")
+                if info.file_size < need:
+                    raise bad(f"storage {key!r} holds {info.file_size} bytes but its tensors need {need}: the "
+                              "entry is truncated")
+                if info.header_offset + info.file_size > size:
+                    raise bad(f"storage {key!r} runs past the end of the {size}-byte file")
+            for info in infos.values():  # zipfile checks the CRC-32 when a member has been read to its end
+                with zf.open(info) as member:
+                    while member.read(_CRC_CHUNK):
+                        pass
+        return
+    from . import TORCH_LEGACY_MAGIC
+
+    if not head or not TORCH_LEGACY_MAGIC.startswith(head):
+        return  # some other pickle: torch.load(weights_only=True) refuses it with a clear reason
+    with builtins.open(path, "rb") as f:
+        stream = io.BytesIO(f.read(min(size, 64 << 20)))  # the pickles come first; data is checked by offset
+    for _ in range(3):  # magic number, protocol version, system info
+        for _ in pickletools.genops(stream):
+            pass
+    storages = _storages(stream)
+    keys = [arg for op, arg, _ in pickletools.genops(stream) if isinstance(arg, str)]
+    position = stream.tell()
+    sizes = dict(storages)
+    with builtins.open(path, "rb") as f:
+        for key in keys:
+            if key not in sizes:
+                raise bad(f"storage {key!r} is listed but no tensor uses it")
+            f.seek(position)
+            raw = f.read(8)
+            if len(raw) < 8:
+                raise bad(f"the file ends before storage {key!r}: it is truncated")
+            (numel,) = struct.unpack("<q", raw)
+            need = sizes[key]
+            if numel < 0 or position + 8 + need > size:
+                raise bad(f"storage {key!r} needs {need} bytes at offset {position + 8} of a {size}-byte file: it "
+                          "is truncated or its size is forged")
+            position += 8 + need
+
+
 def load(path: str) -> Any:
-    """``torch.load`` under the safe settings, with its errors turned into ckpt errors."""
+    """``torch.load`` under the safe settings, with its errors turned into ckpt errors.
+
+    Declared sizes are checked against the file first (:func:`_check_sizes`), so a forged size allocates
+    nothing; any exception torch raises for a malformed file becomes a :class:`CorruptCheckpointError`."""
     kwargs = dict(weights_only=True, map_location="cpu")
     try:
+        _check_sizes(path)
         if path.endswith(".safetensors"):
             # torch.load hands paths with this suffix to the safetensors loader; the content said PyTorch, so
             # give it the bytes (no memory map for this odd case).
@@ -92,7 +231,11 @@ def load(path: str) -> Any:
             "safetensors from a trusted environment", path=path) from None
     except FileNotFoundError:
         raise CheckpointNotFoundError(f"no PyTorch file at {path}", path=path, tried=[path]) from None
-    except (RuntimeError, EOFError, ValueError, OSError, KeyError, AttributeError) as exc:
+    except IsADirectoryError:
+        raise CorruptCheckpointError(f"{path} is a directory, not a PyTorch file", path=path) from None
+    except CheckpointError:
+        raise
+    except (Exception, MemoryError) as exc:  # torch and zipfile raise every type for malformed files
         raise CorruptCheckpointError(f"{path}: not a readable PyTorch file ({type(exc).__name__}: {exc})",
                                      path=path) from None
 
