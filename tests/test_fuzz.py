@@ -382,6 +382,89 @@ def test_a_forged_shape_of_2_to_the_60_elements_allocates_nothing(tmp_path):
     assert peak < 1024 * 1024, peak
 
 
+# ============================================================================================ other formats
+# safetensors, .npz, .pt, .h5 and graph files: mutations of valid seeds, read in a child process with an
+# address-space limit and a per-file timer (tests/fuzz_formats_child.py); many files per child, so it is fast.
+# Every outcome must be a ckpt error or the value the format's own library reads.
+
+FORMAT_EXAMPLES = max(EXAMPLES * 2, 20)  # per format: 200 by default, CKPT_FUZZ_EXAMPLES=5000 in `make fuzz`
+CHILD = Path(__file__).parent / "fuzz_formats_child.py"
+FUZZ_FORMATS = settings(FUZZ, max_examples=FORMAT_EXAMPLES)
+
+
+def format_seeds(directory: Path) -> dict[str, list[bytes]]:
+    """Valid files of every format, small enough that a mutation reaches every structure."""
+    import h5py
+    import torch
+    from safetensors.numpy import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    seeds: dict[str, list[bytes]] = {}
+    arrays = {"a/kernel": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.array([1, -2], np.int64),
+              "c": np.zeros((0, 2), np.float16), "d": np.array(True)}
+    save_file(arrays, str(directory / "s.safetensors"), metadata={"format": "np"})
+    seeds["safetensors"] = [(directory / "s.safetensors").read_bytes()]
+    np.savez(directory / "n.npz", **{k.replace("/", "_"): v for k, v in arrays.items()})
+    np.savez_compressed(directory / "nc.npz", w=np.arange(40, dtype=">i4").reshape(5, 8), f=np.asfortranarray(
+        np.ones((2, 3))))
+    seeds["numpy"] = [(directory / "n.npz").read_bytes(), (directory / "nc.npz").read_bytes()]
+    state = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "v": torch.arange(4)[1:],
+             "nested": {"h": torch.ones(2, dtype=torch.float16)}, "step": 3}
+    torch.save(state, directory / "t.pt")
+    torch.save(state, directory / "tl.pt", _use_new_zipfile_serialization=False)
+    seeds["torch"] = [(directory / "t.pt").read_bytes(), (directory / "tl.pt").read_bytes()]
+    with h5py.File(directory / "k.weights.h5", "w") as f:
+        group = f.create_group("layers/dense/vars")
+        group.attrs["name"] = "hidden"
+        group.create_dataset("0", data=np.arange(6, dtype=np.float32).reshape(2, 3))
+        group.create_dataset("1", data=np.ones(20, np.float64), chunks=(5,), compression="gzip")
+        f.create_dataset("optimizer/vars/0", data=np.int64(7))
+        f.attrs["keras_version"] = "3.0"
+    seeds["keras"] = [(directory / "k.weights.h5").read_bytes()]
+    seeds["graph"] = [(DATA / "graphs" / name).read_bytes() for name in ("frozen.pb", "frozen.pbtxt")]
+    return seeds
+
+
+SUFFIX = {"safetensors": ".safetensors", "numpy": ".npz", "torch": ".pt", "keras": ".weights.h5", "graph": ""}
+
+
+def run_format_child(fmt: str, files: list[Path]) -> list[dict]:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC.parent), os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, str(CHILD), fmt, *map(str, files)], capture_output=True, text=True,
+                          env=env, timeout=60 + 20 * len(files))
+    lines = proc.stdout.splitlines()
+    assert proc.returncode == 0 and lines and lines[-1] == f"done {len(files)}", \
+        f"the {fmt} fuzz child died (status {proc.returncode}): {proc.stderr[-3000:]}"
+    return [json.loads(line) for line in lines[:-1]]
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "numpy", "torch", "keras", "graph"])
+def test_fuzz_other_formats(fmt, tmp_path):
+    """Mutated files of each format (hypothesis draws them; one child reads them all)."""
+    seeds = format_seeds(tmp_path / "seeds")[fmt]
+    cases: dict[bytes, int] = {seed: i for i, seed in enumerate(seeds)}  # input -> the seed it came from
+
+    @FUZZ_FORMATS
+    @given(data=st.data())
+    def collect(data):
+        which = data.draw(st.integers(0, len(seeds) - 1))
+        cases.setdefault(data.draw(mutated(seeds[which], max_ops=4)), which)
+
+    collect()
+    files = []
+    for i, (raw, which) in enumerate(cases.items()):
+        name = f"case-{i}" + (SUFFIX[fmt] or (".pb", ".pbtxt")[which])
+        folder = tmp_path / "cases" / str(i)
+        folder.mkdir(parents=True)
+        (folder / name).write_bytes(raw)
+        files.append(folder / name)
+        count(f"fuzz inputs: {fmt} files")
+    findings = run_format_child(fmt, files)
+    assert not findings, f"{len(findings)} of {len(files)} {fmt} inputs: " + "\n".join(
+        f"{f['file']}: {f['finding']}" for f in findings[:5])
+
+
 # ============================================================================================ names
 
 

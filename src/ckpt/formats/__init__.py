@@ -182,7 +182,7 @@ def _zip_kind(path: str) -> str | None:
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError):
+    except Exception:  # zipfile raises BadZipFile, struct.error, NotImplementedError ... for damaged archives
         return None
     if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names) and \
             any(n == "version" or n.endswith("/version") or n.endswith("/.data/version") for n in names):
@@ -218,7 +218,7 @@ def _sniff(path: str) -> str | None:
             return "safetensors"
     if tail == TABLE_MAGIC:
         return "tensorflow"
-    if head[:1] == b"\x80" and 2 <= head[1:2][0] <= 5:
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return "torch"  # some other pickle: only torch.load(weights_only=True) may look at it, and will refuse
     return None
 

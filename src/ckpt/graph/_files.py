@@ -100,7 +100,7 @@ def read_graph_file(path: str | os.PathLike, *, max_bytes: int = MAX_GRAPH_BYTES
             f"{path}: {size:,} bytes is larger than any graph file can be (limit {max_bytes:,} bytes)",
             path=path, expected=f"<= {max_bytes}", found=size)
     with open(path, "rb") as f:
-        buf = f.read(max_bytes + 1)
+        buf = f.read(min(size, max_bytes) + 1)  # read(n) allocates n bytes up front, whatever the file holds
     return parse_graph_bytes(buf, path=path, validate=validate)
 
 
