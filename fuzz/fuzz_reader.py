@@ -5,11 +5,16 @@ The first byte of each input picks what the rest becomes:
     0  the ``.index`` file (next to a valid data file)        3  the ``checkpoint`` state file
     1  the ``.data`` file (next to a valid index)             4  a manager record (``ckpt.manager.json``)
     2  one ``BundleEntryProto`` inside a valid table
+    5  a safetensors file       6  a NumPy ``.npz``       7  a PyTorch ``.pt``       8  a Keras ``.weights.h5``
+    9  a graph file (``.pb``, or ``.pbtxt`` when the input is text)
 
 Each input is written to a scratch directory and read completely (open, list, read every tensor, verify, find the
 latest checkpoint, construct a Manager). A :class:`ckpt.CheckpointError` is a correct answer to a hostile file;
 any other exception, a crash, a hang (``-timeout``) or a memory blow-up (``-rss_limit_mb``) is a finding, saved by
 libFuzzer as ``crash-*`` / ``timeout-*`` / ``oom-*``.
+
+The format files (5-9) are read in-process as tests/fuzz_formats_child.py reads them (every tensor, JSON output of
+values and metadata, comparison with the format's own library); the memory bound is libFuzzer's ``-rss_limit_mb``.
 
 Usage:
     python fuzz/fuzz_reader.py --make-corpus build/fuzz-corpus      # seed inputs from valid files
@@ -23,6 +28,7 @@ import atexit
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import warnings
@@ -38,6 +44,9 @@ with atheris.instrument_imports(include=["ckpt"]):
     from ckpt.format.bundle import BundleReader, BundleWriter
     from ckpt.format.protos import tensor_bundle_pb2
     from ckpt.format.table import TableWriter
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    import fuzz_formats_child
 
 WORK = Path(tempfile.mkdtemp(prefix="ckpt-atheris-"))
 atexit.register(shutil.rmtree, WORK, ignore_errors=True)
@@ -88,14 +97,32 @@ def _read_everything(path: Path) -> None:
     ckpt.verify(path)
 
 
+FORMATS = {5: ("safetensors", "model.safetensors"), 6: ("numpy", "model.npz"), 7: ("torch", "model.pt"),
+           8: ("keras", "model.weights.h5"), 9: ("graph", "model.pb")}
+
+
+class Finding(Exception):
+    pass
+
+
 def test_one_input(data: bytes) -> None:
     if not data:
         return
-    target, body = data[0] % 5, data[1:]
+    target, body = data[0] % 10, data[1:]
     directory = WORK / "case"
     directory.mkdir(exist_ok=True)
     for old in directory.iterdir():
         old.unlink()
+    if target in FORMATS:
+        fmt, name = FORMATS[target]
+        if fmt == "graph" and body.lstrip()[:1].isalpha():
+            name = "model.pbtxt"
+        path = directory / name
+        path.write_bytes(body)
+        finding = fuzz_formats_child.check(str(path), fmt)
+        if finding:
+            raise Finding(finding)
+        return
     prefix = directory / "ckpt-1"
     index, payload = SEED_INDEX, SEED_DATA
     if target == 0:
@@ -124,6 +151,12 @@ def make_corpus(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     seeds = {"index": b"\0" + SEED_INDEX, "data": b"\1" + SEED_DATA, "entry": b"\2" + SEED_ENTRY,
              "state": b"\3" + SEED_STATE, "record": b"\4" + SEED_RECORD}
+    import test_fuzz  # the seeds of the hypothesis format fuzzers
+
+    formats = test_fuzz.format_seeds(WORK / "format-seeds")
+    for number, (fmt, _) in FORMATS.items():
+        for i, seed in enumerate(formats[fmt]):
+            seeds[f"{fmt}-{i}"] = bytes([number]) + seed
     for name, seed in seeds.items():
         (directory / f"seed-{name}").write_bytes(seed)
     print(f"wrote {len(seeds)} seed inputs to {directory}")
@@ -134,5 +167,6 @@ if __name__ == "__main__":
         make_corpus(Path(sys.argv[2]))
         sys.exit(0)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    signal.signal(signal.SIGALRM, fuzz_formats_child._alarm)  # the per-file timer of the format reads
     atheris.Setup(sys.argv, test_one_input)
     atheris.Fuzz()
