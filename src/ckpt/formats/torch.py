@@ -139,8 +139,8 @@ def _check_sizes(path: str) -> None:
     """Refuse a file whose storages need more bytes than it holds, before torch allocates them.
 
     In a zip file every storage must be a stored (uncompressed) member at least as large as the tensor data the
-    pickle says it holds, and every member's CRC-32 must match; in a legacy file the storages' total must fit in
-    what follows the pickles, and each storage's recorded element count must match the pickle's."""
+    pickle says it holds, and every member's CRC-32 must match; in a legacy file each storage the pickle lists must
+    lie inside the file, in the order its key list gives."""
     def bad(why: str) -> CorruptCheckpointError:
         return CorruptCheckpointError(f"{path}: {why}", path=path)
 
