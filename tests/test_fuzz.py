@@ -7,6 +7,11 @@ read completely (open, list, read every tensor, ``check_bundle``, ``ckpt.verify`
 either work or raise a :class:`ckpt.CheckpointError`; the peak of traced memory stays under a bound; each input
 finishes within a time bound (a SIGALRM timer turns a hang into a failure naming the input).
 
+The other formats ckpt reads (safetensors, ``.npz``, ``.pt``, ``.h5``, graph files) are fuzzed by mutating valid
+seeds; hypothesis draws the files and one child process per format reads them all under an address-space limit
+(``RLIMIT_AS``) and a per-file timer (``tests/fuzz_formats_child.py``), comparing values with the format's own
+library. ``2 x CKPT_FUZZ_EXAMPLES`` files are drawn per format.
+
 The number of examples per target is ``CKPT_FUZZ_EXAMPLES`` (default 100: about ten seconds in all); ``make fuzz``
 runs many more, then the coverage-guided atheris fuzzer (``fuzz/fuzz_reader.py``). ``CKPT_FUZZ_RANDOM=1`` draws new
 examples on every run instead of the same ones.
