@@ -67,6 +67,8 @@ def _is_plain(spec: Any) -> bool:
     """True when names alone describe the tree (nested dicts of NumPy arrays): no record is needed, and the files
     equal what TensorFlow's Saver writes for the same tensors."""
     if "dict" in spec:
+        if "keys" in spec or "ordered" in spec:  # key types or the container type need the record
+            return False
         for _, child in spec["dict"]:
             if child.get("kind") != "ndarray" or "leaf" not in child:
                 if "dict" not in child or not _is_plain(child):

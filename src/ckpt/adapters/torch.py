@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..tree import (Context, Group, GroupPlan, JsonValue, Leaf, _walk, find_spec, iter_spec_leaves, join,
-                    rebuild)
+                    key_name, rebuild)
 
 _SPECIAL = {  # torch dtypes NumPy has only through ml_dtypes: (numpy dtype, same-size integer torch dtype)
     torch.bfloat16: (np.dtype(ml_dtypes.bfloat16), torch.int16),
@@ -359,7 +359,7 @@ def _json_or_tensors(value: Any, where: str, ctx: Context) -> Any:
     if isinstance(value, torch.Tensor):
         return to_numpy(value)
     if isinstance(value, dict):
-        return {str(k): _json_or_tensors(v, join(where, str(k)), ctx) for k, v in value.items()}
+        return {k: _json_or_tensors(v, join(where, key_name(k)), ctx) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_or_tensors(v, join(where, str(i)), ctx) for i, v in enumerate(value)]
     return JsonValue(_jsonable(value, where, ctx))
