@@ -433,14 +433,18 @@ def walk(state: Any, *, restoring: bool = False) -> Walk:
 # -------------------------------------------------------------------------------------------- without objects
 
 
-def rebuild(spec: Any, read: Callable[[str], np.ndarray]) -> Any:
+def rebuild(spec: Any, read: Callable[[str], np.ndarray],
+            convert: Callable[[np.ndarray, str, str], Any] | None = None) -> Any:
     """Rebuild a tree from its saved spec alone (``ckpt.load``): plain containers and NumPy arrays.
 
     Namedtuples and dataclasses come back as look-alike classes made on the fly (same name and fields; nothing
     is imported from the checkpoint). Framework objects come back as what they hold (a module as its nested
-    parameters).
+    parameters). ``convert(array, kind, name)``, if given, turns each tensor leaf (not Python or NumPy scalars)
+    into what the tree holds instead of the array, ``kind`` telling what was saved (``"ndarray"``, ``"torch"``,
+    ``"jax"``, ...); names sharing one tensor (aliases) get one converted value.
     """
     cache: dict[str, Any] = {}
+    converted: dict[str, Any] = {}
 
     def value(name: str, kind: str) -> Any:
         if name not in cache:
@@ -450,6 +454,10 @@ def rebuild(spec: Any, read: Callable[[str], np.ndarray]) -> Any:
             return _to_python(array, kind)
         if kind == "npscalar":
             return array.reshape(())[()]
+        if convert is not None:
+            if name not in converted:
+                converted[name] = convert(array, kind, name)
+            return converted[name]
         return array
 
     def go(node: Any) -> Any:
