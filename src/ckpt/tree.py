@@ -15,7 +15,8 @@ Spec nodes (JSON)::
     {"leaf": name, "kind": "ndarray" | "npscalar" | "int" | "float" | "bool" | "complex" | "str" | "bytes" | ...}
     {"alias": name, "kind": ...}      a tensor shared with an earlier leaf (stored once)
     {"none": true}                    {"json": value}    small non-tensor data (scheduler state, ...)
-    {"object": type, "state": node}   a framework object (module, optimizer, ...) and what it holds
+    {"object": type, "state": node}   a framework object (module, optimizer, ...) and what it holds, or any
+                                      object saved through its ``state_dict()`` (see ``stateful``)
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from .adapters import framework_of, get_adapter, prescan
 from .errors import DTypeNotSupportedError
 from .format import dtypes as _dtypes
 
-__all__ = ["Leaf", "Group", "GroupPlan", "JsonValue", "Walk", "walk", "rebuild", "iter_spec_leaves", "find_spec"]
+__all__ = ["Leaf", "Group", "GroupPlan", "JsonValue", "Walk", "walk", "rebuild", "iter_spec_leaves", "find_spec",
+           "is_stateful", "stateful", "to_framework", "encode_key", "decode_key", "key_name"]
 
 
 @dataclass
@@ -107,6 +109,7 @@ class Context:
         self.problems: list[str] = []
         self.param_names: dict[int, str] = {}  # id(parameter) -> its name, for naming optimizer slots
         self.adapter_data: dict[str, Any] = {}  # adapter name -> its own scratch space (prescan findings)
+        self.json_scalars = 0  # > 0 inside a state_dict(): Python scalars are kept in the record as JSON
         self._storage: dict[Any, str] = {}
         # id(memory owner) -> (first array of that owner, its name) until a second one is seen, then (None, None)
         self.array_owners: dict[int, tuple[Any, str | None]] = {}
@@ -325,6 +328,8 @@ def _walk(obj: Any, name: str, ctx: Context) -> tuple[Any, Callable[[], Any]]:
     if isinstance(obj, JsonValue):
         return {"json": obj.value}, lambda: obj.value
     if type(obj) in _PY_SCALARS:
+        if ctx.json_scalars and type(obj) in _JSON_SCALARS:
+            return {"json": obj}, lambda: obj
         return _python_leaf(obj, name, ctx)
     if isinstance(obj, (np.ndarray, np.generic)):
         return _numpy_leaf(obj, name, ctx)
@@ -381,6 +386,8 @@ def _walk(obj: Any, name: str, ctx: Context) -> tuple[Any, Callable[[], Any]]:
         nodes, rbs = _walk_sequence(list(obj), name, ctx)
         kind = "list" if isinstance(obj, list) else "tuple"
         return {kind: nodes}, (lambda: [rb() for rb in rbs]) if kind == "list" else (lambda: tuple(rb() for rb in rbs))
+    if is_stateful(obj) and not _framework_of(obj):  # framework adapters know their stateful kinds first
+        return stateful(obj, name, ctx)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         fields_ = [f.name for f in dataclasses.fields(obj)]
         nodes, rbs = _walk_sequence([getattr(obj, f) for f in fields_], name, ctx, keys=fields_)
@@ -404,8 +411,74 @@ def _walk(obj: Any, name: str, ctx: Context) -> tuple[Any, Callable[[], Any]]:
         handled = adapter.walk(obj, name, ctx)
         if handled is not None:
             return handled
+        if is_stateful(obj):
+            return stateful(obj, name, ctx)
     return (ctx.problem(f"{name or '<root>'!r}: cannot save a {type(obj).__module__}.{type(obj).__qualname__}"),
             lambda: obj)
+
+
+# -------------------------------------------------------------------------------------------- stateful objects
+
+_JSON_SCALARS = (bool, int, float, str)
+
+
+def is_stateful(obj: Any) -> bool:
+    """True for objects saved through ``state_dict()`` and restored through ``load_state_dict()``."""
+    return (not isinstance(obj, type) and callable(getattr(obj, "state_dict", None))
+            and callable(getattr(obj, "load_state_dict", None)))
+
+
+def stateful(obj: Any, name: str, ctx: Context, *, label: str | None = None,
+             convert: Callable[[np.ndarray, str, str], Any] | None = None) -> tuple[dict, Callable[[], Any]]:
+    """An object with ``state_dict()``/``load_state_dict()`` (a data loader, sampler, GradScaler, EMA helper...).
+
+    Saving walks what ``state_dict()`` returns like any tree (tensors become checkpoint tensors, nested stateful
+    objects are saved the same way, dict keys keep their types) except that Python scalars are kept in the
+    record as JSON (state dicts are full of counters and flags; a tensor each would be noise). Restoring rebuilds
+    that state from the checkpoint, tensors as the framework they were saved from (``convert``: a different rule),
+    and calls ``obj.load_state_dict(state)``; the tree keeps ``obj``. ``ckpt.load`` returns the state dict.
+    """
+    label = label or f"{type(obj).__module__}:{type(obj).__qualname__}"
+    if ctx.restoring:  # the saved state decides what is read
+        ctx.groups.append(Group(name, lambda available, saved: _plan_stateful(obj, name, saved, convert)))
+        return {"object": label}, lambda: obj
+    try:
+        state = obj.state_dict()
+    except Exception as exc:  # the user's own code: report it with the name, among the other problems
+        return ctx.problem(f"{name or '<root>'!r}: {type(obj).__qualname__}.state_dict() raised "
+                           f"{type(exc).__name__}: {exc}"), lambda: obj
+    ctx.json_scalars += 1
+    try:
+        node, _ = _walk(state, name, ctx)
+    finally:
+        ctx.json_scalars -= 1
+    return {"object": label, "state": node}, lambda: obj
+
+
+def _plan_stateful(obj: Any, name: str, saved: Any,
+                   convert: Callable[[np.ndarray, str, str], Any] | None) -> GroupPlan:
+    plan = GroupPlan()
+    if not isinstance(saved, dict) or "state" not in saved:
+        plan.missing.append(f"{name or '<root>'} ({type(obj).__name__} state: the checkpoint has none under this "
+                            "name)")
+        return plan
+    for full, node in iter_spec_leaves(saved["state"]):
+        plan.claimed.add(node.get("alias", full))
+
+    def apply(read: Callable[[str], np.ndarray]) -> None:
+        state = rebuild(saved["state"], lambda n: np.array(read(n), copy=True), convert or to_framework)
+        obj.load_state_dict(state)
+
+    plan.apply = apply
+    return plan
+
+
+def to_framework(array: np.ndarray, kind: str, name: str, framework: str = "auto") -> Any:
+    """A loaded tensor as ``framework`` holds it (``"auto"``: the framework it was saved from, else NumPy)."""
+    target = {"torch": "torch", "jax": "jax"}.get(kind) if framework == "auto" else framework
+    if target is None or target == "numpy" or array.dtype.kind in "OSU":  # strings: no torch or JAX counterpart
+        return array
+    return get_adapter(target).from_loaded(array, name)
 
 
 def _walk_sequence(items: list, name: str, ctx: Context, keys: list[str] | None = None):
