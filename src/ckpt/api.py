@@ -284,9 +284,12 @@ def save(state: Any, prefix: str | os.PathLike, *, step: int | None = None,
     Args:
         state: A tree of dicts, lists, tuples, namedtuples and dataclasses whose leaves are NumPy arrays or
             scalars, Python numbers/bools/strings, torch tensors, modules, optimizers, LR schedulers and
-            generators, JAX arrays, ``tf.Variable``\\ s, ``tf.Module``\\ s and Keras models. Names join the path with
+            generators, JAX arrays, ``tf.Variable``\\ s, ``tf.Module``\\ s and Keras models, and any object with
+            ``state_dict()``/``load_state_dict()`` (saved through ``state_dict()``). Names join the path with
             ``/`` (``{"model": net}`` gives ``model/fc1/weight``). Tensors shared by several names are stored once.
-        prefix: Checkpoint prefix, e.g. ``"model/regression.ckpt"``. Missing directories are created.
+            Dict keys may be str, int, bool, None, float (not NaN) or tuples of these; their types are recorded.
+        prefix: Checkpoint prefix, e.g. ``"model/regression.ckpt"``. Missing directories are created. A URL
+            (``s3://...``) raises UnsupportedError; ``file:///abs/path`` is the local path.
         step: Appended as ``-<step>`` (TensorFlow's ``global_step``).
         metadata: JSON-serialisable data stored with the checkpoint, read back as ``Reader(...).metadata``.
         rng: Also capture the global random generators (Python, NumPy, torch, TensorFlow); ``restore`` puts them
@@ -651,7 +654,8 @@ def restore(path: str | os.PathLike, into: Any, *, map: NameMap | None = None, s
     Args:
         path: A prefix, one of its files, or a directory (its newest checkpoint); or a checkpoint of any other
             format ``ckpt.Reader`` opens (safetensors, PyTorch, ``.npz``, Keras ``.weights.h5``).
-        into: The state to fill, shaped like what was saved (any tree ``save`` accepts).
+        into: The state to fill, shaped like what was saved (any tree ``save`` accepts). Objects with
+            ``load_state_dict()`` are given the state their ``state_dict()`` saved.
         map: Rename checkpoint names to state names: a dict ``{name_in_checkpoint: name_in_state}`` (only those
             are restored: TensorFlow's ``var_list`` dict / ``assignment_map``), a callable (return None to skip a
             name), or a list of ``(regex, replacement)`` rules, e.g. ``[(r"^model/", "")]`` strips a prefix and
