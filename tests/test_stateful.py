@@ -239,3 +239,12 @@ def test_loader_killed_at_step_137_resumes_on_the_same_batches(tmp_path, kind):
     assert got == in_memory
     if kind == "custom":
         assert got == expected[137:]
+
+
+def test_manager_saves_and_restores_stateful_objects(tmp_path):
+    manager = ckpt.Manager(tmp_path / "run", max_to_keep=2)
+    manager.save(7, {"helper": _counter(7), "epoch": 1})
+    fresh = Counter()
+    fresh.child = Counter()
+    out = ckpt.Manager(tmp_path / "run").restore({"helper": fresh, "epoch": 0})
+    assert out["epoch"] == 1 and fresh.count == 7 and fresh.child.count == 107 and fresh.loaded == 1
