@@ -8,12 +8,15 @@ handled by a framework adapter (``ckpt.adapters``), imported only when such an o
 Spec nodes (JSON)::
 
     {"dict": [[key, node], ...]}      {"list": [node, ...]}      {"tuple": [node, ...]}
+    {"dict": [[name, node], ...], "keys": [key, ...]}   keys of other types than str (see ``encode_key``)
+    {"dict": ..., "ordered": true}    an ``OrderedDict`` (``ckpt.load`` rebuilds one)
     {"namedtuple": "Point", "fields": [...], "items": [node, ...]}
     {"dataclass": "Config", "fields": [...], "items": [node, ...]}
     {"leaf": name, "kind": "ndarray" | "npscalar" | "int" | "float" | "bool" | "complex" | "str" | "bytes" | ...}
     {"alias": name, "kind": ...}      a tensor shared with an earlier leaf (stored once)
     {"none": true}                    {"json": value}    small non-tensor data (scheduler state, ...)
-    {"object": type, "state": node}   a framework object (module, optimizer, ...) and what it holds
+    {"object": type, "state": node}   a framework object (module, optimizer, ...) and what it holds, or any
+                                      object saved through its ``state_dict()`` (see ``stateful``)
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from .adapters import framework_of, get_adapter, prescan
 from .errors import DTypeNotSupportedError
 from .format import dtypes as _dtypes
 
-__all__ = ["Leaf", "Group", "GroupPlan", "JsonValue", "Walk", "walk", "rebuild", "iter_spec_leaves", "find_spec"]
+__all__ = ["Leaf", "Group", "GroupPlan", "JsonValue", "Walk", "walk", "rebuild", "iter_spec_leaves", "find_spec",
+           "is_stateful", "stateful", "to_framework", "encode_key", "decode_key", "key_name"]
 
 
 @dataclass
@@ -105,6 +109,7 @@ class Context:
         self.problems: list[str] = []
         self.param_names: dict[int, str] = {}  # id(parameter) -> its name, for naming optimizer slots
         self.adapter_data: dict[str, Any] = {}  # adapter name -> its own scratch space (prescan findings)
+        self.json_scalars = 0  # > 0 inside a state_dict(): Python scalars are kept in the record as JSON
         self._storage: dict[Any, str] = {}
         # id(memory owner) -> (first array of that owner, its name) until a second one is seen, then (None, None)
         self.array_owners: dict[int, tuple[Any, str | None]] = {}
@@ -144,6 +149,56 @@ class JsonValue:
 
 def join(prefix: str, key: str) -> str:
     return f"{prefix}/{key}" if prefix else key
+
+
+# -------------------------------------------------------------------------------------------- dict keys
+
+_BAD_KEY = object()
+
+
+def encode_key(key: Any) -> Any:
+    """A dict key as JSON that keeps its type (``_BAD_KEY`` for a key type ckpt cannot record).
+
+    str and bool, int and None are their JSON selves (JSON tells ``true`` from ``1``); a float is
+    ``{"float": hex}`` (exact, and never confused with an int); a tuple is ``{"tuple": [keys]}``. NaN is refused:
+    a NaN key cannot be looked up again, so it cannot be restored meaningfully.
+    """
+    kind = type(key)
+    if kind is str or kind is bool or key is None:
+        return key
+    if isinstance(key, str):  # str subclasses (StrEnum members) are kept as their str value, as before
+        return str(key)
+    if isinstance(key, int) and not isinstance(key, bool):  # IntEnum members: as their int value
+        return int(key)
+    if kind is float:
+        return _BAD_KEY if key != key else {"float": key.hex()}
+    if kind is tuple:
+        parts = [encode_key(k) for k in key]
+        return _BAD_KEY if any(p is _BAD_KEY for p in parts) else {"tuple": parts}
+    return _BAD_KEY
+
+
+def decode_key(encoded: Any) -> Any:
+    """Inverse of :func:`encode_key`. Raises ValueError for anything it did not write."""
+    if encoded is None or type(encoded) in (str, bool, int):
+        return encoded
+    if isinstance(encoded, dict) and len(encoded) == 1:
+        if type(encoded.get("float")) is str:
+            return float.fromhex(encoded["float"])
+        if type(encoded.get("tuple")) is list:
+            return tuple(decode_key(k) for k in encoded["tuple"])
+    raise ValueError(f"malformed dict key {encoded!r}")
+
+
+def key_name(key: Any) -> str:
+    """The name part a dict key gives its values: ``str(key)`` (``0`` -> ``"0"``, as TensorFlow names them)."""
+    if isinstance(key, tuple):
+        return "(" + ", ".join(key_name(k) for k in key) + ("," if len(key) == 1 else "") + ")"
+    if isinstance(key, str):
+        return str(key)
+    if isinstance(key, int) and not isinstance(key, bool):
+        return str(int(key))
+    return repr(key)
 
 
 # -------------------------------------------------------------------------------------------- the walk
@@ -273,6 +328,8 @@ def _walk(obj: Any, name: str, ctx: Context) -> tuple[Any, Callable[[], Any]]:
     if isinstance(obj, JsonValue):
         return {"json": obj.value}, lambda: obj.value
     if type(obj) in _PY_SCALARS:
+        if ctx.json_scalars and type(obj) in _JSON_SCALARS:
+            return {"json": obj}, lambda: obj
         return _python_leaf(obj, name, ctx)
     if isinstance(obj, (np.ndarray, np.generic)):
         return _numpy_leaf(obj, name, ctx)
@@ -280,17 +337,25 @@ def _walk(obj: Any, name: str, ctx: Context) -> tuple[Any, Callable[[], Any]]:
         items = []
         rebuilders = []
         prefix = f"{name}/" if name else ""
+        keys: list[Any] = []
+        typed = False  # some key is not a str: the node records every key's type
         for key, child in obj.items():
-            if type(key) is not str:
-                if isinstance(key, bool) or not isinstance(key, (str, int)):
-                    ctx.problems.append(f"{name or '<root>'}: key {key!r} is a {type(key).__name__}; use str keys")
+            if type(key) is str:
+                skey, encoded = key, key
+            else:
+                encoded = encode_key(key)
+                if encoded is _BAD_KEY:
+                    ctx.problems.append(f"{name or '<root>'}: key {key!r} is a {type(key).__name__}; keys may be "
+                                        "str, int, bool, None, float (not NaN) or tuples of these")
                     continue
-            skey = str(key)
+                skey = key_name(key)
+                typed = typed or type(encoded) is not str
             if not skey:
                 ctx.problems.append(f"{name or '<root>'}: empty key")
                 continue
             node, rb = _walk(child, prefix + skey, ctx)
             items.append([skey, node])
+            keys.append(encoded)
             rebuilders.append((key, rb))
         cls = type(obj)
 
@@ -306,7 +371,12 @@ def _walk(obj: Any, name: str, ctx: Context) -> tuple[Any, Callable[[], Any]]:
             except Exception:  # an exotic dict subclass: fall back to a plain dict
                 return dict(pairs)
 
-        return {"dict": items}, rebuild_mapping
+        spec_node: dict[str, Any] = {"dict": items}
+        if typed:
+            spec_node["keys"] = keys
+        if isinstance(obj, collections.OrderedDict):
+            spec_node["ordered"] = True
+        return spec_node, rebuild_mapping
     if isinstance(obj, tuple) and hasattr(type(obj), "_fields"):
         nodes, rbs = _walk_sequence(list(obj), name, ctx, keys=list(obj._fields))
         cls = type(obj)
@@ -316,6 +386,8 @@ def _walk(obj: Any, name: str, ctx: Context) -> tuple[Any, Callable[[], Any]]:
         nodes, rbs = _walk_sequence(list(obj), name, ctx)
         kind = "list" if isinstance(obj, list) else "tuple"
         return {kind: nodes}, (lambda: [rb() for rb in rbs]) if kind == "list" else (lambda: tuple(rb() for rb in rbs))
+    if is_stateful(obj) and not _framework_of(obj):  # framework adapters know their stateful kinds first
+        return stateful(obj, name, ctx)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         fields_ = [f.name for f in dataclasses.fields(obj)]
         nodes, rbs = _walk_sequence([getattr(obj, f) for f in fields_], name, ctx, keys=fields_)
@@ -339,8 +411,74 @@ def _walk(obj: Any, name: str, ctx: Context) -> tuple[Any, Callable[[], Any]]:
         handled = adapter.walk(obj, name, ctx)
         if handled is not None:
             return handled
+        if is_stateful(obj):
+            return stateful(obj, name, ctx)
     return (ctx.problem(f"{name or '<root>'!r}: cannot save a {type(obj).__module__}.{type(obj).__qualname__}"),
             lambda: obj)
+
+
+# -------------------------------------------------------------------------------------------- stateful objects
+
+_JSON_SCALARS = (bool, int, float, str)
+
+
+def is_stateful(obj: Any) -> bool:
+    """True for objects saved through ``state_dict()`` and restored through ``load_state_dict()``."""
+    return (not isinstance(obj, type) and callable(getattr(obj, "state_dict", None))
+            and callable(getattr(obj, "load_state_dict", None)))
+
+
+def stateful(obj: Any, name: str, ctx: Context, *, label: str | None = None,
+             convert: Callable[[np.ndarray, str, str], Any] | None = None) -> tuple[dict, Callable[[], Any]]:
+    """An object with ``state_dict()``/``load_state_dict()`` (a data loader, sampler, GradScaler, EMA helper...).
+
+    Saving walks what ``state_dict()`` returns like any tree (tensors become checkpoint tensors, nested stateful
+    objects are saved the same way, dict keys keep their types) except that Python scalars are kept in the
+    record as JSON (state dicts are full of counters and flags; a tensor each would be noise). Restoring rebuilds
+    that state from the checkpoint, tensors as the framework they were saved from (``convert``: a different rule),
+    and calls ``obj.load_state_dict(state)``; the tree keeps ``obj``. ``ckpt.load`` returns the state dict.
+    """
+    label = label or f"{type(obj).__module__}:{type(obj).__qualname__}"
+    if ctx.restoring:  # the saved state decides what is read
+        ctx.groups.append(Group(name, lambda available, saved: _plan_stateful(obj, name, saved, convert)))
+        return {"object": label}, lambda: obj
+    try:
+        state = obj.state_dict()
+    except Exception as exc:  # the user's own code: report it with the name, among the other problems
+        return ctx.problem(f"{name or '<root>'!r}: {type(obj).__qualname__}.state_dict() raised "
+                           f"{type(exc).__name__}: {exc}"), lambda: obj
+    ctx.json_scalars += 1
+    try:
+        node, _ = _walk(state, name, ctx)
+    finally:
+        ctx.json_scalars -= 1
+    return {"object": label, "state": node}, lambda: obj
+
+
+def _plan_stateful(obj: Any, name: str, saved: Any,
+                   convert: Callable[[np.ndarray, str, str], Any] | None) -> GroupPlan:
+    plan = GroupPlan()
+    if not isinstance(saved, dict) or "state" not in saved:
+        plan.missing.append(f"{name or '<root>'} ({type(obj).__name__} state: the checkpoint has none under this "
+                            "name)")
+        return plan
+    for full, node in iter_spec_leaves(saved["state"]):
+        plan.claimed.add(node.get("alias", full))
+
+    def apply(read: Callable[[str], np.ndarray]) -> None:
+        state = rebuild(saved["state"], lambda n: np.array(read(n), copy=True), convert or to_framework)
+        obj.load_state_dict(state)
+
+    plan.apply = apply
+    return plan
+
+
+def to_framework(array: np.ndarray, kind: str, name: str, framework: str = "auto") -> Any:
+    """A loaded tensor as ``framework`` holds it (``"auto"``: the framework it was saved from, else NumPy)."""
+    target = {"torch": "torch", "jax": "jax"}.get(kind) if framework == "auto" else framework
+    if target is None or target == "numpy" or array.dtype.kind in "OSU":  # strings: no torch or JAX counterpart
+        return array
+    return get_adapter(target).from_loaded(array, name)
 
 
 def _walk_sequence(items: list, name: str, ctx: Context, keys: list[str] | None = None):
@@ -368,14 +506,18 @@ def walk(state: Any, *, restoring: bool = False) -> Walk:
 # -------------------------------------------------------------------------------------------- without objects
 
 
-def rebuild(spec: Any, read: Callable[[str], np.ndarray]) -> Any:
+def rebuild(spec: Any, read: Callable[[str], np.ndarray],
+            convert: Callable[[np.ndarray, str, str], Any] | None = None) -> Any:
     """Rebuild a tree from its saved spec alone (``ckpt.load``): plain containers and NumPy arrays.
 
     Namedtuples and dataclasses come back as look-alike classes made on the fly (same name and fields; nothing
     is imported from the checkpoint). Framework objects come back as what they hold (a module as its nested
-    parameters).
+    parameters). ``convert(array, kind, name)``, if given, turns each tensor leaf (not Python or NumPy scalars)
+    into what the tree holds instead of the array, ``kind`` telling what was saved (``"ndarray"``, ``"torch"``,
+    ``"jax"``, ...); names sharing one tensor (aliases) get one converted value.
     """
     cache: dict[str, Any] = {}
+    converted: dict[str, Any] = {}
 
     def value(name: str, kind: str) -> Any:
         if name not in cache:
@@ -385,13 +527,24 @@ def rebuild(spec: Any, read: Callable[[str], np.ndarray]) -> Any:
             return _to_python(array, kind)
         if kind == "npscalar":
             return array.reshape(())[()]
+        if convert is not None:
+            if name not in converted:
+                converted[name] = convert(array, kind, name)
+            return converted[name]
         return array
 
     def go(node: Any) -> Any:
         if not isinstance(node, dict):
             raise ValueError(f"malformed spec node {node!r}")
         if "dict" in node:
-            return {k: go(v) for k, v in node["dict"]}
+            keys = node.get("keys")
+            if keys is None:  # every key a str (and records of ckpt 0.1, which kept no key types)
+                pairs = [(k, go(v)) for k, v in node["dict"]]
+            else:
+                if not isinstance(keys, list) or len(keys) != len(node["dict"]):
+                    raise ValueError("dict keys do not match its items")
+                pairs = [(decode_key(k), go(v)) for k, (_, v) in zip(keys, node["dict"])]
+            return collections.OrderedDict(pairs) if node.get("ordered") else dict(pairs)
         if "list" in node:
             return [go(v) for v in node["list"]]
         if "tuple" in node:

@@ -23,8 +23,8 @@ import ml_dtypes
 import numpy as np
 import torch
 
-from ..tree import (Context, Group, GroupPlan, JsonValue, Leaf, _walk, find_spec, iter_spec_leaves, join,
-                    rebuild)
+from ..errors import UnsupportedError
+from ..tree import Context, Group, GroupPlan, Leaf, find_spec, iter_spec_leaves, join, stateful
 
 _SPECIAL = {  # torch dtypes NumPy has only through ml_dtypes: (numpy dtype, same-size integer torch dtype)
     torch.bfloat16: (np.dtype(ml_dtypes.bfloat16), torch.int16),
@@ -71,6 +71,15 @@ def from_numpy(array: np.ndarray) -> torch.Tensor:
             int_np = np.int16 if array.dtype.itemsize == 2 else np.uint8
             return torch.from_numpy(array.view(int_np)).view(special[0])
         return torch.from_numpy(array)
+
+
+def from_loaded(array: np.ndarray, name: str) -> torch.Tensor:
+    """``ckpt.load(framework="torch")``: a CPU tensor over ``array`` (a private copy: no further copy)."""
+    try:
+        return from_numpy(array)
+    except TypeError:
+        raise UnsupportedError(f"{name!r}: torch has no dtype for {array.dtype}; load it with framework='numpy'",
+                               key=name) from None
 
 
 # ----------------------------------------------------------------------------------------------- prescan
@@ -345,53 +354,16 @@ def _collect_json_slots(node: Any, path: list[str], out: list, params: dict) -> 
 
 
 def _stateful(obj: Any, name: str, ctx: Context):
-    """Objects with ``state_dict``/``load_state_dict`` (LR schedulers, GradScaler): tensors saved as tensors,
-    everything else as JSON."""
-    if ctx.restoring:  # the saved state decides what is read
-        ctx.groups.append(Group(name, lambda available, saved: _plan_stateful(obj, name, available, saved)))
-        return {"object": f"torch:{type(obj).__qualname__}"}, lambda: obj
-    spec, _ = _walk(_json_or_tensors(obj.state_dict(), name, ctx), name, ctx)
-    return {"object": f"torch:{type(obj).__qualname__}", "state": spec}, lambda: obj
+    """Objects with ``state_dict``/``load_state_dict`` (LR schedulers, GradScaler, torchdata's
+    ``StatefulDataLoader``, samplers): see ``ckpt.tree.stateful``. Their arrays go back to ``load_state_dict`` as
+    CPU tensors (ckpt 0.1 saved their tensors as NumPy arrays: those too)."""
+    return stateful(obj, name, ctx, label=f"torch:{type(obj).__qualname__}", convert=_loaded_as_torch)
 
 
-def _json_or_tensors(value: Any, where: str, ctx: Context) -> Any:
-    """Keep tensors (converted to NumPy) and containers; wrap other values as JSON markers."""
-    if isinstance(value, torch.Tensor):
-        return to_numpy(value)
-    if isinstance(value, dict):
-        return {str(k): _json_or_tensors(v, join(where, str(k)), ctx) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_or_tensors(v, join(where, str(i)), ctx) for i, v in enumerate(value)]
-    return JsonValue(_jsonable(value, where, ctx))
+def _loaded_as_torch(array: np.ndarray, kind: str, name: str) -> Any:
+    if kind in ("torch", "ndarray") and array.dtype.kind not in "OSU":
+        return from_loaded(array, name)
+    return array
 
 
-def _plan_stateful(obj: Any, name: str, available, saved) -> GroupPlan:
-    plan = GroupPlan()
-    if not isinstance(saved, dict) or "state" not in saved:
-        plan.missing.append(f"{name} ({type(obj).__name__} state: the checkpoint has none under this name)")
-        return plan
-    for full, node in iter_spec_leaves(saved["state"]):
-        stored = node.get("alias", full)
-        if stored not in available:
-            plan.missing.append(full)
-        else:
-            plan.claimed.add(stored)
-
-    def apply(read) -> None:
-        obj.load_state_dict(_to_torch(rebuild(saved["state"], read)))
-
-    plan.apply = apply
-    return plan
-
-
-def _to_torch(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return from_numpy(np.array(value))
-    if isinstance(value, dict):
-        return {k: _to_torch(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_to_torch(v) for v in value]
-    return value
-
-
-__all__ = ["walk", "prescan", "to_numpy", "from_numpy", "numpy_dtype", "tensor_leaf"]
+__all__ = ["walk", "prescan", "to_numpy", "from_numpy", "from_loaded", "numpy_dtype", "tensor_leaf"]
