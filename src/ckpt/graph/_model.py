@@ -693,7 +693,15 @@ class Graph:
 
         Returns:
             The path written.
+
+        Raises:
+            StateMismatchError: a live :func:`ckpt.graph.to_torch` module made from this graph has trained some of
+                its constants (the file would hold the old values); save ``ckpt.graph.freeze(module)`` or
+                ``export_meta_graph(module, path)`` instead.
         """
+        from ._freeze import _check_not_tuned
+
+        _check_not_tuned(self)
         path = Path(path)
         suffix = path.suffix.lower()
         if text is None:
