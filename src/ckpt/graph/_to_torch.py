@@ -50,7 +50,7 @@ from ..errors import (CheckpointError, CheckpointNotFoundError, FeedError, Opera
 from ..format.tensor_proto import shape_from_proto
 from ._attrs import decode_attr
 from ._model import PLACEHOLDER_OPS, VARIABLE_OPS, Graph, parse_input
-from ._torch_ops import CHECKS, KERNELS, MULTI_OUTPUT, OUTPUT_ARGS, as_tensor, torch_dtype
+from ._torch_ops import CHECKS, KERNELS, MULTI_OUTPUT, OUTPUT_ARGS, _created, as_tensor, torch_dtype
 
 __all__ = ["to_torch", "GraphModule", "UnsupportedOperationsError", "FeedError", "SUPPORTED_OPS"]
 
@@ -1161,12 +1161,14 @@ def _initial_values(program: _Program, needed_vars: set[str]) -> dict[str, np.nd
                 array = value.detach().cpu().numpy()
                 if s.parts:
                     if full is None:
+                        # The full shape is the graph's SaveSliceInfo: an untrusted number, checked before use.
+                        _created(s.shape, as_tensor(array).dtype, f"full shape of partitioned variable {name}")
                         full = np.zeros(s.shape, dtype=array.dtype)
                     offset, shape = s.parts[op]
                     full[tuple(slice(o, o + n) for o, n in zip(offset, shape))] = array
                 else:
                     full = array
-        except (CheckpointError, KeyError) as exc:
+        except (CheckpointError, KeyError, ValueError) as exc:
             if needed_vars & set(s.ops):
                 failed.append(f"{name}: {exc}")
             continue
