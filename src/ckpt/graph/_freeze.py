@@ -28,7 +28,8 @@ from collections import deque
 
 import numpy as np
 
-from ..errors import CheckpointError, CheckpointNotFoundError, OperationNotFoundError, StateMismatchError, UnsupportedError
+from ..errors import (CheckpointError, CheckpointNotFoundError, OperationNotFoundError, StateMismatchError,
+                      UnsupportedError)
 from ..format.protos import attr_value_pb2, graph_pb2
 from ..format.tensor_proto import dtype_name, make_ndarray, make_tensor_proto, shape_from_proto
 from ._attrs import _shape_text

@@ -45,8 +45,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import (CheckpointError, CheckpointNotFoundError, FeedError, OperationNotFoundError, StateMismatchError,
-                     UnsupportedOperationsError)
+from ..errors import (CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, FeedError,
+                      OperationNotFoundError, StateMismatchError, UnsupportedOperationsError)
 from ..format.tensor_proto import shape_from_proto
 from ._attrs import decode_attr
 from ._model import PLACEHOLDER_OPS, VARIABLE_OPS, Graph, parse_input
@@ -193,6 +193,9 @@ def _function_ref(text: str, types: dict[str, str], args: set[str]) -> tuple[str
     parts = text.split(":")
     if len(parts) == 1 or parts[0] in args and len(parts) == 1:
         return parts[0], 0
+    if any(len(p) > 12 and p.isdigit() for p in parts[1:]) or len(parts) > 3 or (
+            len(parts) == 3 and not parts[2].isdigit()):
+        raise CorruptCheckpointError(f"function body input {text[:80]!r} is malformed", key=text[:200])
     if len(parts) == 2:  # "node:index" (graph style) also appears in some bodies
         return parts[0], int(parts[1]) if parts[1].isdigit() else 0
     node, arg, index = parts[0], parts[1], int(parts[2])
