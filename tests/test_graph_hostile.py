@@ -173,3 +173,149 @@ def test_events_framing_errors(tmp_path):
 def test_directories_and_special_paths(tmp_path):
     with pytest.raises(CheckpointError, match="without a .meta"):
         G.load(tmp_path)
+
+
+# ------------------------------------------------------------------ numbers in the file that would size allocations
+
+
+def _graph_def(*nodes) -> graph_pb2.GraphDef:
+    """Nodes as ``(name, op, inputs)``; Placeholders get a float32 dtype."""
+    graph = graph_pb2.GraphDef()
+    for name, op, inputs in nodes:
+        node = graph.node.add(name=name, op=op, input=inputs)
+        if op == "Placeholder":
+            node.attr["dtype"].type = 1
+    return graph
+
+
+@pytest.fixture
+def tensors_made(monkeypatch):
+    """How many Tensor descriptions ckpt builds (the allocation a forged output index used to drive)."""
+    from ckpt.graph import _model
+
+    made = [0]
+    original = _model.Operation._tensor
+
+    def counting(self, index):
+        made[0] += 1
+        return original(self, index)
+
+    monkeypatch.setattr(_model.Operation, "_tensor", counting)
+    return made
+
+
+def test_an_input_naming_a_nonexistent_output_is_refused(tmp_path, tensors_made, capsys):
+    from ckpt.cli.main import main as cli_main
+
+    path = _write(tmp_path, "g.pb", _graph_def(("x", "Placeholder", []), ("y", "Identity", ["x:1000000000"]))
+                  .SerializeToString())
+    with pytest.raises(CorruptCheckpointError, match=r"x:1000000000, but 'x' \(Placeholder\) has 1 output"):
+        G.load(path)
+    assert cli_main(["graph", str(path), "--html", str(tmp_path / "g.html")]) == 1
+    assert "has 1 output" in capsys.readouterr().err
+    assert not (tmp_path / "g.html").exists()
+    # Loaded without validation, every accessor stays bounded: the error comes when the outputs are asked for.
+    g = G.load(path, validate=False)
+    with pytest.raises(CorruptCheckpointError, match="has 1 output"):
+        g.get_operation_by_name("x").outputs
+    g.to_html()
+    assert tensors_made[0] <= 10
+    # Known op types are checked against their real output counts.
+    for op, inputs, message in [("Switch", ["x", "x"], "has 2 output"), ("NoOp", [], "has 0 output"),
+                                ("FusedBatchNormV3", ["x"] * 5, "has 6 output")]:
+        bad = _graph_def(("x", "Placeholder", []), ("s", op, inputs), ("y", "Identity", ["s:6"]))
+        with pytest.raises(CorruptCheckpointError, match=message):
+            G.Graph(bad)
+    split = _graph_def(("x", "Placeholder", []), ("s", "Split", ["x", "x"]), ("y", "Identity", ["s:3"]))
+    split.node[1].attr["num_split"].i = 3
+    with pytest.raises(CorruptCheckpointError, match=r"'s' \(Split\) has 3 output"):
+        G.Graph(split)
+    split.node[2].input[0] = "s:2"
+    assert len(G.Graph(split).get_operation_by_name("s").outputs) == 3
+
+
+def test_unknown_op_types_and_forged_counts_are_bounded(tmp_path, tensors_made):
+    from ckpt.graph._files import MAX_OUTPUTS
+
+    def custom(index: str) -> graph_pb2.GraphDef:
+        return _graph_def(("m", "MyCustomOp", []), ("y", "Identity", [f"m:{index}"]))
+
+    with pytest.raises(CorruptCheckpointError, match=f"is allowed {MAX_OUTPUTS}"):
+        G.Graph(custom("1000000000"))
+    g = G.Graph(custom(str(MAX_OUTPUTS - 1)))
+    assert len(g.get_operation_by_name("m").outputs) == MAX_OUTPUTS
+    # A 5000-digit index (Python's int() refuses those) is a ckpt error, validated or not.
+    for validate in (True, False):
+        with pytest.raises(CorruptCheckpointError):
+            G.Graph(custom("9" * 5000), validate=validate)
+    # An attribute may declare a huge count (num_split), but outputs are only described as far as the file uses
+    # them, and the total stays proportional to the file.
+    split = _graph_def(("x", "Placeholder", []), ("s", "Split", ["x", "x"]), ("y", "Identity", ["s:999999999"]))
+    split.node[1].attr["num_split"].i = 10 ** 9
+    with pytest.raises(CorruptCheckpointError, match="outputs in all"):
+        G.Graph(split)
+    many = _graph_def(*[node for i in range(2000) for node in (
+        (f"m{i}", "MyCustomOp", []), (f"y{i}", "Identity", [f"m{i}:{MAX_OUTPUTS - 1}"]))])
+    made_before = tensors_made[0]
+    with pytest.raises(CorruptCheckpointError, match="outputs in all"):
+        G.Graph(many)
+    assert tensors_made[0] == made_before
+
+
+def test_forged_fill_constants_are_bounded():
+    graph = graph_pb2.GraphDef()
+    node = graph.node.add(name="big", op="Const")
+    node.attr["dtype"].type = 1
+    tensor = node.attr["value"].tensor
+    tensor.dtype = 1
+    tensor.float_val.append(1.0)  # TensorFlow repeats it over the shape: 1 GiB from a few bytes
+    tensor.tensor_shape.dim.add().size = 1 << 28
+    g = G.Graph(graph)
+    with pytest.raises(CorruptCheckpointError, match="limit"):
+        g.get_operation_by_name("big").get_attr("value")
+    tensor.tensor_shape.dim[0].size = 1000
+    assert G.Graph(graph).get_operation_by_name("big").get_attr("value").sum() == 1000
+
+
+def test_shapes_computed_in_the_graph_are_checked_before_allocating():
+    pytest.importorskip("torch")
+    import numpy as np
+
+    from ckpt.format.tensor_proto import make_tensor_proto
+    from ckpt.graph._to_torch import FeedError
+
+    def const(graph, name, value, dtype):
+        node = graph.node.add(name=name, op="Const")
+        node.attr["dtype"].type = dtype
+        node.attr["value"].tensor.CopyFrom(make_tensor_proto(np.array(value), dtype))
+
+    cases = []
+    g = graph_pb2.GraphDef()
+    const(g, "dims", [1 << 20, 1 << 20], 3)
+    const(g, "one", 1.0, 1)
+    g.node.add(name="out", op="Fill", input=["dims", "one"]).attr["T"].type = 1
+    cases.append((g, "Fill"))
+    g = graph_pb2.GraphDef()
+    const(g, "start", 0, 9)
+    const(g, "limit", 10 ** 12, 9)
+    const(g, "delta", 1, 9)
+    g.node.add(name="out", op="Range", input=["start", "limit", "delta"]).attr["Tidx"].type = 9
+    cases.append((g, "Range"))
+    g = graph_pb2.GraphDef()
+    const(g, "x", [1.0, 2.0, 3.0], 1)
+    const(g, "pad", [[0, 10 ** 12]], 9)
+    g.node.add(name="out", op="MirrorPad", input=["x", "pad"]).attr["mode"].s = b"REFLECT"
+    cases.append((g, "MirrorPad"))
+    g = graph_pb2.GraphDef()
+    const(g, "x", [1.0, 2.0], 1)
+    const(g, "m", [1 << 40], 9)
+    g.node.add(name="out", op="Tile", input=["x", "m"]).attr["T"].type = 1
+    cases.append((g, "Tile"))
+    g = graph_pb2.GraphDef()
+    const(g, "shape", [1 << 20, 1 << 20], 3)
+    g.node.add(name="out", op="RandomUniform", input=["shape"]).attr["dtype"].type = 1
+    cases.append((g, "RandomUniform"))
+    for graph, what in cases:
+        module = G.to_torch(graph, outputs="out:0")
+        with pytest.raises(FeedError, match=f"{what}: .*(byte limit|do not fit)"):  # refused, not attempted
+            module()

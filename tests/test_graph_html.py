@@ -103,3 +103,34 @@ def test_a_torch_model_page_renders(tmp_path):
     assert 'data-render="ok"' in body, body
     assert "Linear" in dom
     _screenshot(tmp_path, page, "graph-torch.png")
+
+
+_PROTO_NAMES = ["constructor", "valueOf", "__proto__", "hasOwnProperty", "toString"]
+
+
+def _prototype_named_graph():
+    """Nodes and scopes named like Object.prototype members: ``constructor``, ``__proto__/valueOf``, ..."""
+    from ckpt.format.protos import graph_pb2
+
+    gd = graph_pb2.GraphDef()
+    x = gd.node.add(name="x", op="Placeholder")
+    x.attr["dtype"].type = 1
+    previous = "x"
+    for i, name in enumerate(_PROTO_NAMES):
+        for node_name in (name, f"{name}/{_PROTO_NAMES[(i + 1) % len(_PROTO_NAMES)]}"):
+            node = gd.node.add(name=node_name, op="Identity", input=[previous])
+            node.attr["T"].type = 1
+            node.attr[name].s = b"attribute named like a prototype member"
+            previous = node_name
+    return G.Graph(gd)
+
+
+def test_nodes_and_scopes_named_like_prototype_members_render(tmp_path):
+    page = G.write_html(_prototype_named_graph(), tmp_path / "proto.html")
+    body, dom = _render(tmp_path, page, "#expand=all&select=__proto__/hasOwnProperty")
+    assert 'data-render="ok"' in body, body
+    for i, name in enumerate(_PROTO_NAMES):
+        for node_name in (name, f"{name}/{_PROTO_NAMES[(i + 1) % len(_PROTO_NAMES)]}"):
+            assert f"<title>{node_name} (Identity)</title>" in dom, node_name
+    panel = dom.split('id="side"', 1)[1]
+    assert "<h2>__proto__/hasOwnProperty</h2>" in panel

@@ -7,7 +7,8 @@ import os
 import sys
 
 from ..errors import CheckpointNotFoundError
-from ..graph import freeze, load
+from ..graph import load
+from ..graph._freeze import _freeze
 from ._output import escape, human_bytes
 
 EXAMPLES = """examples:
@@ -26,7 +27,8 @@ def add_parser(subparsers) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--graph", "-g", required=True, help="the graph: .meta, .pb or .pbtxt (or a checkpoint prefix)")
     p.add_argument("--checkpoint", "-c",
-                   help="checkpoint prefix, one of its files, or a directory (default: the prefix of a .meta graph)")
+                   help="checkpoint prefix, one of its files, or a directory (default: the prefix of a .meta graph); "
+                        "its tensors named like a Const node replace that constant (fine-tuned constants)")
     p.add_argument("--outputs", help="comma-separated output operation names, e.g. ArgMax or y,loss")
     p.add_argument("--output", "-o", metavar="FILE", help="where to write the frozen graph (.pb, or .pbtxt for text)")
     p.add_argument("--text", action="store_true", help="write text format whatever the file name")
@@ -84,10 +86,10 @@ def run(args: argparse.Namespace) -> int:
         print("Error: -o/--output FILE is required (e.g. -o frozen.pb)", file=sys.stderr)
         return 2
     checkpoint = args.checkpoint or _default_checkpoint(graph.path or args.graph)
-    frozen = freeze(graph, checkpoint, args.outputs, clear_devices=args.clear_devices)
+    frozen, done = _freeze(graph, checkpoint, args.outputs, clear_devices=args.clear_devices)
     path = frozen.save(args.output, text=True if args.text else None)
-    consts = [op for op in frozen.operations if op.type == "Const" and op.name in {v.name for v in graph.variables}]
     size = os.path.getsize(path)
-    print(f"froze {len(consts)} variable(s) into {escape(str(path))}: {len(frozen)} of {len(graph)} operations kept, "
-          f"{human_bytes(size)}")
+    changed = f" and {len(done['constants'])} constant(s) with new values" if done["constants"] else ""
+    print(f"froze {len(done['variables'])} variable(s){changed} into {escape(str(path))}: {len(frozen)} of "
+          f"{len(graph)} operations kept, {human_bytes(size)}")
     return 0

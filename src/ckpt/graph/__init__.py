@@ -63,9 +63,16 @@ def load(path: str | os.PathLike, *, validate: bool = True, max_bytes: int = MAX
     return Graph(found.graph_def, meta_graph_def=found.meta_graph_def, path=found.path, validate=False)
 
 
-def _as_graph(graph) -> Graph:
+def _as_graph(graph, *, check: bool = True) -> Graph:
+    """The graph to write; one whose constants a live to_torch module has trained is refused (``check``)."""
     if isinstance(graph, Graph):
+        if check:
+            from ._freeze import _check_not_tuned
+
+            _check_not_tuned(graph)
         return graph
+    if hasattr(graph, "_current_graph"):  # a to_torch module: its graph with the constants' current values
+        return graph._current_graph()
     if isinstance(graph, (str, os.PathLike)):
         return load(graph)
     return Graph(graph)
@@ -76,8 +83,10 @@ def export_meta_graph(graph, path: str | os.PathLike, *, text: bool | None = Non
     """Write a MetaGraphDef file (``.meta``), as ``Saver.save`` writes beside a checkpoint.
 
     Args:
-        graph: A :class:`Graph`, a GraphDef or MetaGraphDef (ckpt's or TensorFlow's), a ``tf.Graph``, or a path.
-            A graph read from a ``.meta`` keeps its collections, saver and signatures.
+        graph: A :class:`Graph`, a GraphDef or MetaGraphDef (ckpt's or TensorFlow's), a ``tf.Graph``, a path, or
+            a :func:`to_torch` module (its graph with the constants' current values; variables stay variables,
+            their values are what ``ckpt.save(module, ...)`` writes). A graph read from a ``.meta`` keeps its
+            collections, saver and signatures.
         path: Destination, written atomically.
         text: Write text format; default: when ``path`` ends in ``.pbtxt``/``.txt``.
         clear_devices: Drop device placements from every node.
@@ -111,7 +120,7 @@ def write_events(graph, logdir: str | os.PathLike, *, suffix: str = "") -> Path:
     """
     import time
 
-    g = _as_graph(graph)
+    g = _as_graph(graph, check=False)  # a picture of the structure, not a model to run
     now = time.time()
     records = [event_pb2.Event(wall_time=now, graph_def=g.graph_def.SerializeToString(deterministic=True))]
     if g.meta_graph_def is not None:

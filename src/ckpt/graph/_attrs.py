@@ -6,9 +6,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..format.protos import attr_value_pb2
-from ..format.tensor_proto import dtype_name, make_ndarray, shape_from_proto, tensor_proto_summary
+from ..format.tensor_proto import MAX_TENSOR_BYTES, dtype_name, make_ndarray, shape_from_proto, tensor_proto_summary
 
 __all__ = ["Func", "AttrPlaceholder", "decode_attr", "attr_summary"]
+
+#: A tensor attribute stored with fewer values than its shape has (TensorFlow repeats the last one, as compressed
+#: constants do) expands to at most this many bytes, or 16 times its stored size: a few bytes of a graph file
+#: must not become gigabytes.
+MAX_FILL_BYTES = 1 << 28
 
 # TensorFlow's get_attr looks at a list's fields in this order and returns the first non-empty one.
 _LIST_FIELDS = ("s", "i", "f", "b", "type", "shape", "tensor", "func")
@@ -36,6 +41,13 @@ def _text(value: bytes) -> str | bytes:
         return bytes(value)
 
 
+def _tensor(proto, where: str):
+    limit = max(MAX_FILL_BYTES, 16 * proto.ByteSize()) if not proto.tensor_content else MAX_TENSOR_BYTES
+    if proto.dtype == 7:  # strings: make_ndarray counts one byte per element, an object array holds 8
+        limit //= 8
+    return make_ndarray(proto, where=where, max_bytes=limit)
+
+
 def decode_attr(value: attr_value_pb2.AttrValue, *, where: str = "attr") -> Any:
     """The Python value of an attribute.
 
@@ -58,7 +70,7 @@ def decode_attr(value: attr_value_pb2.AttrValue, *, where: str = "attr") -> Any:
     if kind == "shape":
         return shape_from_proto(value.shape)
     if kind == "tensor":
-        return make_ndarray(value.tensor, where=where)
+        return _tensor(value.tensor, where)
     if kind == "func":
         return _func(value.func, where)
     if kind == "placeholder":
@@ -75,7 +87,7 @@ def decode_attr(value: attr_value_pb2.AttrValue, *, where: str = "attr") -> Any:
         if name == "shape":
             return [shape_from_proto(v) for v in items]
         if name == "tensor":
-            return [make_ndarray(v, where=where) for v in items]
+            return [_tensor(v, where) for v in items]
         if name == "func":
             return [_func(v, where) for v in items]
         return list(items)

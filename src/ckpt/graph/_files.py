@@ -27,7 +27,7 @@ from ..format import events as _events
 from ..format.protos import event_pb2, graph_pb2, meta_graph_pb2
 
 __all__ = ["GraphFile", "read_graph_file", "parse_graph_bytes", "write_message", "write_bytes", "MAX_GRAPH_BYTES",
-           "resolve_graph_path", "check_graph_def"]
+           "resolve_graph_path", "check_graph_def", "output_counts", "known_output_count", "MAX_OUTPUTS"]
 
 #: Largest graph file read. Protobuf messages cannot exceed 2 GiB, so anything bigger is not a graph; the check
 #: happens before a byte is read.
@@ -37,6 +37,118 @@ _TEXT_START = re.compile(rb"\A(?:\s*#[^\n]*\n)*\s*([A-Za-z_][A-Za-z0-9_]*)\s*[:{
 _META_FIELDS = {f.name for f in meta_graph_pb2.MetaGraphDef.DESCRIPTOR.fields}
 _GRAPH_FIELDS = {f.name for f in graph_pb2.GraphDef.DESCRIPTOR.fields}
 _INPUT = re.compile(r"\A\^?[^\^:]+(?::\d+)?\Z", re.S)
+
+# How many outputs an operation has, from TensorFlow 2.21's OpDefs, for the op types ckpt knows (every type
+# to_torch runs, the Saver's, initialisers', control flow and common training ops). A graph file's input "x:N"
+# is checked against these: the index is an untrusted number and must never size a list.
+_ONE_OUTPUT = frozenset("""
+Abs Add AddN AddV2 All Any ApplyAdam ApplyGradientDescent ApplyMomentum ApplyRMSProp ArgMax ArgMin Assign
+AssignAdd AssignSub AvgPool BatchMatMul BatchMatMulV2 BatchMatMulV3 BatchNormWithGlobalNormalization BiasAdd
+BiasAddGrad BiasAddV1 BroadcastTo Cast Ceil CheckNumerics ClipByValue Concat ConcatV2 Const Conv2D
+Conv2DBackpropFilter Conv2DBackpropInput Cos Cumsum DepthwiseConv2dNative Div Einsum Elu EnsureShape Enter Equal
+Erf Exit Exp ExpandDims Expm1 Fill Floor FloorDiv FloorMod Gather GatherV2 Greater GreaterEqual HashTableV2
+Identity Inv IsFinite IsInf IsNan IsVariableInitialized L2Loss LRN LeakyRelu Less LessEqual Log Log1p LogSoftmax
+LogicalAnd LogicalNot LogicalOr LookupTableFindV2 LoopCond MatMul Max MaxPool MaxPoolGrad MaxPoolV2 Maximum Mean
+Min Minimum MirrorPad Mod Mul Neg NextIteration NotEqual OneHot OnesLike Pack Pad PadV2 Placeholder
+PlaceholderV2 PlaceholderWithDefault Pow PreventGradient Prod RandomStandardNormal RandomUniform
+RandomUniformInt Range Rank ReadVariableOp RealDiv Reciprocal RefIdentity Relu Relu6 ReluGrad Reshape
+ResourceGather Restore RestoreSlice Round Rsqrt ScatterAdd ScatterDiv ScatterMul ScatterSub ScatterUpdate Select
+SelectV2 Selu Shape ShardedFilename ShardedFilespec Sigmoid Sign Sin Size Slice Snapshot Softmax Softplus
+Softsign SparseToDense Sqrt Square SquaredDifference Squeeze StopGradient StridedSlice StringJoin Sub Sum Tanh
+TemporaryVariable TensorArrayReadV3 TensorArrayWriteV3 Tile Transpose TruncateDiv TruncateMod TruncatedNormal
+VarHandleOp VarIsInitializedOp Variable VariableV2 Where ZerosLike
+""".split())
+_FIXED_OUTPUTS = {
+    **dict.fromkeys("""Assert AssignAddVariableOp AssignSubVariableOp AssignVariableOp ControlTrigger DestroyResourceOp
+                       MergeV2Checkpoints NoOp ResourceApplyAdam ResourceApplyGradientDescent Save SaveSlices
+                       SaveV2""".split(), 0),
+    **dict.fromkeys("""BroadcastGradientArgs Merge RefMerge RefSwitch SoftmaxCrossEntropyWithLogits
+                       SparseSoftmaxCrossEntropyWithLogits Switch TensorArrayV3 TopKV2 Unique""".split(), 2),
+    "FusedBatchNorm": 5, "FusedBatchNormV2": 5, "FusedBatchNormGradV3": 5, "FusedBatchNormV3": 6,
+}
+# Variadic outputs: the attribute that counts them (an int, or a list of types).
+_VARIADIC_OUTPUTS = {
+    "Case": "Tout", "IdentityN": "T", "If": "Tout", "StatelessIf": "Tout", "PartitionedCall": "Tout",
+    "StatefulPartitionedCall": "Tout", "While": "T", "StatelessWhile": "T", "IteratorGetNext": "output_types",
+    "QueueDequeueV2": "component_types", "RestoreV2": "dtypes", "ShapeN": "N", "Split": "num_split",
+    "SplitV": "num_split", "Unpack": "num",
+}
+
+#: Highest number of outputs ckpt accepts for an operation whose count it cannot tell (an op type it does not
+#: know, without ``_output_shapes``): an input ``"op:N"`` beyond it is refused as malformed.
+MAX_OUTPUTS = 1 << 12
+
+
+def known_output_count(node) -> int | None:
+    """How many outputs ``node`` has by its op type's OpDef, or None when ckpt does not know the type."""
+    if node.op in _ONE_OUTPUT:
+        return 1
+    if node.op in _FIXED_OUTPUTS:
+        return _FIXED_OUTPUTS[node.op]
+    attr_name = _VARIADIC_OUTPUTS.get(node.op)
+    if attr_name is not None and attr_name in node.attr:
+        attr = node.attr[attr_name]
+        kind = attr.WhichOneof("value")
+        if kind == "i":
+            return max(int(attr.i), 0)
+        if kind == "list":
+            return len(attr.list.type)
+    return None
+
+
+def output_counts(graph: graph_pb2.GraphDef, path: str) -> dict[str, int]:
+    """Each node's number of outputs as far as the file tells, checking every ``"op:N"`` input against it.
+
+    The count is the op's known output count (:func:`known_output_count`) when that is small and fixed, else the
+    largest of ``_output_shapes``' length and the highest index used; so it never exceeds what the file spells out
+    or the OpDef allows, and the total over the graph stays proportional to the file's size.
+
+    Raises:
+        CorruptCheckpointError: an input names an output its producer does not have (all listed, up to 5).
+    """
+    nodes = {node.name: node for node in graph.node}
+    highest: dict[str, int] = {}
+    for node in graph.node:
+        for raw in node.input:
+            if raw.startswith("^"):
+                continue
+            head, sep, tail = raw.rpartition(":")
+            if sep and tail.isdigit() and head:
+                index = int(tail) if len(tail) <= 12 else 10 ** 12  # int() of a huge digit string is refused
+                if index > highest.get(head, -1):
+                    highest[head] = index
+            elif raw not in highest:
+                highest[raw] = 0
+    problems: list[str] = []
+    counts: dict[str, int] = {}
+    total_listed = 0
+    for name, node in nodes.items():
+        known = known_output_count(node)
+        listed = len(node.attr["_output_shapes"].list.shape) if "_output_shapes" in node.attr else 0
+        total_listed += listed
+        used = highest.get(name, -1) + 1
+        limit = known if known is not None else max(listed, MAX_OUTPUTS)
+        if used > limit:
+            what = f"{limit} output(s)" if known is not None else f"no output {used - 1} ckpt can accept (an op " \
+                f"ckpt does not know, without _output_shapes, is allowed {MAX_OUTPUTS})"
+            problems.append(f"an input refers to {name}:{used - 1}, but {name!r} ({node.op}) has {what}")
+            if len(problems) >= 5:
+                break
+            continue
+        if known is not None and node.op not in _VARIADIC_OUTPUTS:
+            counts[name] = known
+        else:
+            counts[name] = max(listed, used, 0 if known == 0 else 1)
+    # Each output ckpt describes costs memory; high indices used once each could still add up to far more
+    # outputs than the file has entries. Allow a generous multiple of what the file spells out.
+    budget = 16 * (len(nodes) + sum(len(node.input) for node in graph.node)) + total_listed + MAX_OUTPUTS
+    if not problems and sum(counts.values()) > budget:
+        problems.append(f"its inputs refer to {sum(counts.values()):,} outputs in all, more than {budget:,} for a "
+                        f"graph of {len(nodes):,} nodes")
+    if problems:
+        raise CorruptCheckpointError(f"{path}: the graph is malformed: {'; '.join(problems)}", path=path,
+                                     found=problems)
+    return counts
 
 
 @dataclass
@@ -227,7 +339,8 @@ def _parse_binary(buf: bytes, path: str) -> GraphFile:
 
 def check_graph_def(graph: graph_pb2.GraphDef, path: str) -> None:
     """Raise CorruptCheckpointError for what TensorFlow's importer rejects: nodes without a name or an op,
-    duplicate names, malformed inputs, data inputs after control inputs, and inputs naming no node."""
+    duplicate names, malformed inputs, data inputs after control inputs, inputs naming no node, and inputs naming
+    an output their producer does not have (``x:1000000000`` of a Placeholder)."""
     names: set[str] = set()
     problems: list[str] = []
     for i, node in enumerate(graph.node):
@@ -256,6 +369,7 @@ def check_graph_def(graph: graph_pb2.GraphDef, path: str) -> None:
     if problems:
         raise CorruptCheckpointError(f"{path}: the graph is malformed: {'; '.join(problems)}", path=path,
                                      found=problems)
+    output_counts(graph, path)
 
 
 def write_message(message, path: str | os.PathLike, *, text: bool = False, sync: bool = True) -> Path:

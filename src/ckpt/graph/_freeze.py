@@ -28,9 +28,10 @@ from collections import deque
 
 import numpy as np
 
-from ..errors import CheckpointNotFoundError, OperationNotFoundError, StateMismatchError, UnsupportedError
+from ..errors import (CheckpointError, CheckpointNotFoundError, OperationNotFoundError, StateMismatchError,
+                      UnsupportedError)
 from ..format.protos import attr_value_pb2, graph_pb2
-from ..format.tensor_proto import dtype_name, make_tensor_proto, shape_from_proto
+from ..format.tensor_proto import dtype_name, make_ndarray, make_tensor_proto, shape_from_proto
 from ._attrs import _shape_text
 from ._model import VARIABLE_OPS, Graph, parse_input
 
@@ -85,17 +86,25 @@ def extract_sub_graph(graph_def: graph_pb2.GraphDef, dest_nodes) -> graph_pb2.Gr
     return out
 
 
-def freeze(graph, checkpoint, outputs, *, clear_devices: bool = False, variable_names=None) -> Graph:
+def freeze(graph, checkpoint=None, outputs=None, *, clear_devices: bool = False, variable_names=None) -> Graph:
     """Replace a graph's variables by constants holding a checkpoint's values, keeping only what ``outputs`` need.
 
     The result is what ``tf.compat.v1.graph_util.convert_variables_to_constants`` returns for a session holding
     the same values; save it with ``.save("model.pb")`` and load it anywhere with ``tf.import_graph_def``.
 
+    Constants get new values too: a ``Const`` node whose name is a tensor of the checkpoint takes that value (this
+    is how the constants a fine-tuned :func:`ckpt.graph.to_torch` module made trainable come back: ``ckpt.save``
+    writes them under their node names). A module can also be frozen directly: ``freeze(module)`` (or
+    ``freeze(graph, module, outputs)``) writes the module's current parameters, buffers and constants.
+
     Args:
-        graph: A :class:`Graph`, a path to a ``.meta``/``.pb``/``.pbtxt`` file, or a GraphDef/MetaGraphDef.
-        checkpoint: The checkpoint holding the values: a prefix, one of its files, a directory, or an open
-            :class:`ckpt.Reader`.
+        graph: A :class:`Graph`, a path to a ``.meta``/``.pb``/``.pbtxt`` file, a GraphDef/MetaGraphDef, or a
+            :class:`ckpt.graph._to_torch.GraphModule` (its graph and current values; ``checkpoint`` is then not
+            given).
+        checkpoint: The values: a checkpoint prefix, one of its files, a directory, an open
+            :class:`ckpt.Reader`, or a ``GraphModule`` made from this graph.
         outputs: Output operation names (``"ArgMax"``, or ``"ArgMax,Softmax"``); ``"name:0"`` is accepted.
+            Default for a module: its outputs.
         clear_devices: Drop every node's device placement first (TensorFlow's ``freeze_graph --clear_devices``).
         variable_names: Only freeze these variables (TensorFlow's allowlist); others stay variables.
 
@@ -104,8 +113,10 @@ def freeze(graph, checkpoint, outputs, *, clear_devices: bool = False, variable_
 
     Raises:
         OperationNotFoundError: an output is not in the graph.
-        CheckpointNotFoundError: a variable the outputs need has no value in the checkpoint (all listed).
-        StateMismatchError: a checkpoint value's dtype or shape does not match its variable (all listed).
+        CheckpointNotFoundError: a variable the outputs need has no value in the checkpoint or module (all listed).
+        StateMismatchError: a value's dtype or shape does not match its variable or constant (all listed), or
+            nothing in the checkpoint belongs to the graph (a graph without variables and none of its constants
+            in the checkpoint: the values would be silently ignored).
         UnsupportedError: a variable feeds a function call or control-flow op that TensorFlow rewrites inside
             function bodies (If, While, PartitionedCall, ...), or a ResourceGather with batch_dims != 0.
 
@@ -113,11 +124,37 @@ def freeze(graph, checkpoint, outputs, *, clear_devices: bool = False, variable_
         >>> frozen = ckpt.graph.freeze("model/CNN.ckpt.meta", "model/", ["ArgMax"])    # doctest: +SKIP
         >>> frozen.save("model/CNN.pb")
     """
+    return _freeze(graph, checkpoint, outputs, clear_devices=clear_devices, variable_names=variable_names)[0]
+
+
+def _is_module(x) -> bool:
+    return hasattr(x, "_export_values") and hasattr(x, "_program")
+
+
+def _freeze(graph, checkpoint=None, outputs=None, *, clear_devices: bool = False, variable_names=None):
+    """:func:`freeze`, also returning ``{"variables": [names], "constants": [names whose value changed]}``."""
     from ..reader import Reader
     from . import load
 
+    module = None
+    if _is_module(graph):
+        if checkpoint is not None and checkpoint is not graph:
+            raise TypeError("freeze(module) takes its values from the module; do not pass a checkpoint as well")
+        module, graph = graph, graph.graph
+        if outputs is None:
+            outputs = [o.split(":")[0] for o in module.outputs]
+    elif _is_module(checkpoint):
+        module = checkpoint
+        if module.graph.graph_def is not getattr(graph, "graph_def", None) and not _same_graph(module, graph):
+            raise ValueError("freeze(graph, module, ...): the module was not made from this graph; pass the module "
+                             "alone (freeze(module, outputs=...))")
+        graph = module.graph
+    if checkpoint is None and module is None:
+        raise TypeError("freeze needs a checkpoint (a prefix, directory or Reader) or a module from to_torch")
     if not isinstance(graph, Graph):
         graph = load(graph) if isinstance(graph, (str, os.PathLike)) else Graph(graph)
+    if outputs is None:
+        raise TypeError("freeze needs outputs: the operation names the frozen graph must compute")
     if isinstance(outputs, str):
         outputs = outputs.split(",")
     wanted = list(dict.fromkeys(parse_input(o.strip()).op for o in outputs if o.strip()))
@@ -139,16 +176,92 @@ def freeze(graph, checkpoint, outputs, *, clear_devices: bool = False, variable_
     allow = set(variable_names) if variable_names is not None else None
     variables = {v.name: v for v in graph.variables}
     to_convert = [n for n in pruned.node if n.op in VARIABLE_OPS and (allow is None or n.name in allow)]
-    values = _read_values(to_convert, variables, checkpoint, Reader)
-    return Graph(_replace_variables(pruned, values), path=None, validate=False)
+    constants = [n for n in pruned.node if n.op == "Const"]
+    if module is not None:
+        values, const_values = module._export_values(to_convert, constants)
+    else:
+        values, const_values = _read_values(to_convert, variables, checkpoint, Reader, constants)
+    if module is None:
+        _check_not_tuned(graph, const_values, {n.name for n in constants})
+    changed = _replace_constants(pruned, const_values)
+    frozen = Graph(_replace_variables(pruned, values), path=None, validate=False)
+    return frozen, {"variables": list(values), "constants": changed}
 
 
-def _read_values(nodes, variables, checkpoint, reader_cls) -> dict[str, np.ndarray]:
+def _check_not_tuned(graph: Graph, written=(), only=None) -> None:
+    """Refuse to write ``graph`` with constants a live :func:`to_torch` module fine-tuned (and ``written`` does not
+    replace): the file would silently hold the old values."""
+    modules = list(graph.__dict__.get("_tuned_modules", ()))
+    stale = sorted({name for m in modules for name in m._tuned_constants()
+                    if name not in written and (only is None or name in only)})
+    if stale:
+        shown = ", ".join(stale[:10]) + (f", ... ({len(stale)} in all)" if len(stale) > 10 else "")
+        raise StateMismatchError(
+            f"{graph.path or 'this graph'}: a to_torch module made from it has trained constant(s) {shown}, which the "
+            "graph does not hold; writing it would keep the old values. Pass the module itself (freeze(module), "
+            "export_meta_graph(module), ckpt.save(..., graph=module)), a checkpoint saved from it, or a freshly "
+            "loaded graph to write the original", mismatched=stale)
+
+
+def _same_graph(module, graph) -> bool:
+    if isinstance(graph, Graph):
+        return graph is module.graph or graph.graph_def == module.graph.graph_def
+    return False
+
+
+def _replace_constants(pruned: graph_pb2.GraphDef, values: dict[str, np.ndarray]) -> list[str]:
+    """Give the ``Const`` nodes named in ``values`` those values; untouched when equal bit for bit (so a constant
+    nobody changed keeps its exact encoding). Returns the names that changed."""
+    changed = []
+    for node in pruned.node:
+        if node.name not in values:
+            continue
+        value = values[node.name]
+        old = node.attr["value"].tensor
+        try:
+            current = make_ndarray(old, where=f"constant {node.name!r}")
+        except CheckpointError:
+            current = None
+        if current is not None and current.dtype == value.dtype and current.shape == value.shape and (
+                current.tobytes() == value.tobytes() if value.dtype != object else current.tolist() == value.tolist()):
+            continue
+        node.attr["value"].tensor.CopyFrom(make_tensor_proto(value, old.dtype, value.shape))
+        if "_output_shapes" in node.attr:
+            del node.attr["_output_shapes"]  # the shape is the value's (and was checked to be the same)
+        changed.append(node.name)
+    return changed
+
+
+def _const_header(node) -> tuple[int, tuple[int, ...] | None]:
+    """A Const node's dtype and shape, from its attributes (without decoding the value)."""
+    dtype = node.attr["dtype"].type if "dtype" in node.attr else 0
+    shape = None
+    if "value" in node.attr and node.attr["value"].WhichOneof("value") == "tensor":
+        tensor = node.attr["value"].tensor
+        dtype = dtype or tensor.dtype
+        shape = tuple(int(d.size) for d in tensor.tensor_shape.dim)
+    return dtype, shape
+
+
+def _read_values(nodes, variables, checkpoint, reader_cls, constants=()):
+    """``({variable node: value}, {const node: value})`` from a checkpoint, everything checked first."""
     own = not hasattr(checkpoint, "keys")
     reader = reader_cls(checkpoint) if own else checkpoint
     try:
         values: dict[str, np.ndarray] = {}
+        const_values: dict[str, np.ndarray] = {}
         absent, mismatched = [], []
+        for node in constants:
+            if node.name not in reader:
+                continue
+            dtype, shape = _const_header(node)
+            info = reader.info(node.name)
+            found_shape = tuple(info.shape)
+            if dtype and dtype_name(dtype) != info.dtype or shape is not None and shape != found_shape:
+                mismatched.append(f"constant {node.name}: the graph holds {dtype_name(dtype)} "
+                                  f"{_shape_text(shape)}, the checkpoint {info.dtype} {_shape_text(found_shape)}")
+                continue
+            const_values[node.name] = np.asarray(reader[node.name])
         for node in nodes:
             var = variables.get(node.name)
             key = var.checkpoint_name if var is not None else node.name
@@ -181,7 +294,15 @@ def _read_values(nodes, variables, checkpoint, reader_cls) -> dict[str, np.ndarr
         if mismatched:
             raise StateMismatchError(f"{reader.prefix}: checkpoint values do not fit the graph:\n  "
                                      + "\n  ".join(mismatched), path=reader.prefix, mismatched=mismatched)
-        return values
+        if not nodes and not const_values and len(reader):
+            # A frozen graph with a checkpoint none of whose tensors it has: writing the graph unchanged would
+            # silently drop the values the user meant to freeze.
+            raise StateMismatchError(
+                f"{reader.prefix}: none of the checkpoint's {len(reader)} tensor(s) belongs to the graph (it has no "
+                f"variables the outputs need and no constant named like a tensor of the checkpoint: "
+                f"{', '.join(reader.keys()[:10])}{' ...' if len(reader) > 10 else ''}); freezing would ignore them",
+                path=reader.prefix)
+        return values, const_values
     finally:
         if own:
             reader.close()

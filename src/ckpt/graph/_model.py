@@ -27,7 +27,7 @@ from ..errors import CorruptCheckpointError, OperationNotFoundError
 from ..format.protos import graph_pb2, meta_graph_pb2, saver_pb2, variable_pb2
 from ..format.tensor_proto import dtype_name, make_ndarray, shape_from_proto
 from ._attrs import attr_summary, decode_attr
-from ._files import check_graph_def, write_message
+from ._files import MAX_OUTPUTS, check_graph_def, known_output_count, output_counts, write_message
 
 __all__ = ["Graph", "Operation", "Tensor", "Input", "Variable", "SaverInfo", "parse_input"]
 
@@ -100,6 +100,8 @@ def parse_input(raw: str) -> Input:
         return Input(raw[1:], 0, True)
     head, sep, tail = raw.rpartition(":")
     if sep and tail.isdigit() and head:
+        if len(tail) > 12:  # no operation has 10^12 outputs (and int() refuses huge digit strings)
+            raise CorruptCheckpointError(f"{raw[:80]!r}: output index {tail[:20]}... is too large", key=raw[:200])
         return Input(head, int(tail), False)
     return Input(raw, 0, False)
 
@@ -223,15 +225,15 @@ class Operation:
 
     @cached_property
     def outputs(self) -> list[Tensor]:
-        """This operation's outputs, as far as the file tells (``_output_shapes``, or the highest index used)."""
-        count = 0
-        if "_output_shapes" in self.node.attr:
-            count = len(self.node.attr["_output_shapes"].list.shape)
-        for consumer in self._graph.consumers(self.name):
-            for i in consumer.inputs:
-                if i.op == self.name and not i.control:
-                    count = max(count, i.index + 1)
-        if count == 0 and self.type not in _NO_OUTPUTS:
+        """This operation's outputs, as far as the file tells: the op type's output count when ckpt knows it, else
+        ``_output_shapes`` or the highest index used.
+
+        Raises:
+            CorruptCheckpointError: an input of the graph names an output its producer does not have (a graph
+                loaded with ``validate=False``; validation reports it at load time).
+        """
+        count = self._graph._output_counts.get(self.name, 1)
+        if count == 0 and self.type not in _NO_OUTPUTS and known_output_count(self.node) is None:
             count = 1
         return [self._tensor(i) for i in range(count)]
 
@@ -407,10 +409,16 @@ class Graph:
         outputs = op.outputs
         if ref.index < len(outputs):
             return outputs[ref.index]
-        if "_output_shapes" not in op.node.attr and op.type not in _NO_OUTPUTS:
-            return op._tensor(ref.index)  # the file does not say how many outputs there are
+        known = known_output_count(op.node)
+        if "_output_shapes" not in op.node.attr and op.type not in _NO_OUTPUTS and (
+                known is None and ref.index < MAX_OUTPUTS or known is not None and ref.index < known):
+            return op._tensor(ref.index)  # the file does not list them all
         raise OperationNotFoundError(f"operation {ref.op!r} ({op.type}) has {len(outputs)} output(s); there is no "
                                      f"tensor {name!r}", path=self.path, key=name)
+
+    @cached_property
+    def _output_counts(self) -> dict[str, int]:
+        return output_counts(self._graph_def, self.path or "graph")
 
     def consumers(self, name: str) -> list[Operation]:
         """Operations that use an output of ``name`` or wait for it, in graph order."""
@@ -693,7 +701,15 @@ class Graph:
 
         Returns:
             The path written.
+
+        Raises:
+            StateMismatchError: a live :func:`ckpt.graph.to_torch` module made from this graph has trained some of
+                its constants (the file would hold the old values); save ``ckpt.graph.freeze(module)`` or
+                ``export_meta_graph(module, path)`` instead.
         """
+        from ._freeze import _check_not_tuned
+
+        _check_not_tuned(self)
         path = Path(path)
         suffix = path.suffix.lower()
         if text is None:

@@ -37,6 +37,7 @@ import logging
 import os
 import re
 import warnings
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -44,11 +45,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import (CheckpointError, CheckpointNotFoundError, FeedError, OperationNotFoundError, StateMismatchError,
-                     UnsupportedOperationsError)
+from ..errors import (CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, FeedError,
+                      OperationNotFoundError, StateMismatchError, UnsupportedOperationsError)
+from ..format.tensor_proto import shape_from_proto
 from ._attrs import decode_attr
 from ._model import PLACEHOLDER_OPS, VARIABLE_OPS, Graph, parse_input
-from ._torch_ops import CHECKS, KERNELS, MULTI_OUTPUT, OUTPUT_ARGS, as_tensor, torch_dtype
+from ._torch_ops import CHECKS, KERNELS, MULTI_OUTPUT, OUTPUT_ARGS, _created, as_tensor, torch_dtype
 
 __all__ = ["to_torch", "GraphModule", "UnsupportedOperationsError", "FeedError", "SUPPORTED_OPS"]
 
@@ -191,6 +193,9 @@ def _function_ref(text: str, types: dict[str, str], args: set[str]) -> tuple[str
     parts = text.split(":")
     if len(parts) == 1 or parts[0] in args and len(parts) == 1:
         return parts[0], 0
+    if any(len(p) > 12 and p.isdigit() for p in parts[1:]) or len(parts) > 3 or (
+            len(parts) == 3 and not parts[2].isdigit()):
+        raise CorruptCheckpointError(f"function body input {text[:80]!r} is malformed", key=text[:200])
     if len(parts) == 2:  # "node:index" (graph style) also appears in some bodies
         return parts[0], int(parts[1]) if parts[1].isdigit() else 0
     node, arg, index = parts[0], parts[1], int(parts[2])
@@ -672,6 +677,11 @@ class GraphModule(nn.Module):
                 self.register_buffer(attr, value, persistent=keep)
                 if keep:
                     self._ckpt[attr] = name
+        if any(isinstance(getattr(self, self._attr[n]), nn.Parameter) for n, k in self._kinds.items()
+               if k == "constant"):
+            # Trainable constants live here, not in the graph: exporting the bare graph would write the old
+            # values, so the graph remembers this module and its exports check it (_freeze._check_not_tuned).
+            self.graph.__dict__.setdefault("_tuned_modules", weakref.WeakSet()).add(self)
         self.eval()
 
     # -------------------------------------------------------------- names and state
@@ -907,6 +917,102 @@ class GraphModule(nn.Module):
             getattr(self, self._attr[n]).requires_grad_(True)
         return names
 
+    # -------------------------------------------------------------- export
+
+    def _export_values(self, variable_nodes, const_nodes) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Current values for freezing: ``({variable node: value}, {const node: value})``.
+
+        Every variable node must have a value here in its graph dtype and shape, and every constant the module
+        holds (trainable or a buffer a ``load_state_dict`` may have changed) keeps its graph dtype and shape;
+        otherwise nothing is returned and the error lists every problem, so a frozen graph never silently holds
+        values other than the module's.
+        """
+        from ..adapters.torch import to_numpy
+        from ..format.tensor_proto import dtype_name
+
+        def array(t: torch.Tensor) -> np.ndarray:
+            return np.array(to_numpy(t), copy=True)
+
+        values: dict[str, np.ndarray] = {}
+        consts: dict[str, np.ndarray] = {}
+        absent, mismatched = [], []
+        for node in variable_nodes:
+            storage, index = self._program.var_storage.get(node.name, (node.name, None))
+            attr = self._attr.get(storage)
+            if attr is None:
+                absent.append(node.name if storage == node.name else f"{storage} (for {node.name})")
+                continue
+            tensor = getattr(self, attr).detach()
+            value = array(tensor if index is None else tensor[index])
+            want = dtype_name(node.attr["dtype"].type) if "dtype" in node.attr else None
+            shape = shape_from_proto(node.attr["shape"].shape) if "shape" in node.attr else None
+            if want and want.replace("_ref", "") != str(value.dtype):
+                mismatched.append(f"{node.name}: the graph says {want}, the module holds {value.dtype}")
+            elif shape is not None and (len(shape) != value.ndim or any(
+                    d is not None and d != v for d, v in zip(shape, value.shape))):
+                mismatched.append(f"{node.name}: the graph says shape {_shape_text(shape)}, the module holds "
+                                  f"{_shape_text(value.shape)}")
+            else:
+                values[node.name] = value
+        for node in const_nodes:
+            attr = self._attr.get(node.name)
+            if attr is None or self._kinds.get(node.name) != "constant":
+                continue  # not part of the module's state: it still has the graph's value
+            value = array(getattr(self, attr).detach())
+            tensor = node.attr["value"].tensor
+            want = dtype_name(node.attr["dtype"].type if "dtype" in node.attr else tensor.dtype)
+            shape = tuple(int(d.size) for d in tensor.tensor_shape.dim)
+            if want != str(value.dtype) or shape != value.shape:
+                mismatched.append(f"constant {node.name}: the graph holds {want} {_shape_text(shape)}, the module "
+                                  f"{value.dtype} {_shape_text(value.shape)}")
+                continue
+            consts[node.name] = value
+        if absent:
+            raise CheckpointNotFoundError(
+                f"cannot freeze this module: it holds no value for {len(absent)} variable(s) the outputs need: "
+                f"{', '.join(absent)} (not in its checkpoint, strings, or cut away by subgraph())", key=absent[0])
+        if mismatched:
+            raise StateMismatchError("cannot freeze this module: its values do not fit the graph (convert them "
+                                     "back, e.g. module.float()):\n  " + "\n  ".join(mismatched),
+                                     mismatched=mismatched)
+        return values, consts
+
+    def _tuned_constants(self) -> dict[str, np.ndarray]:
+        """Trainable constants whose value is no longer the graph's: ``{op name: current value}``."""
+        from ..adapters.torch import to_numpy
+        from ..format.tensor_proto import make_ndarray
+
+        out = {}
+        for name, attr in self._attr.items():
+            value = getattr(self, attr)
+            if self._kinds.get(name) != "constant" or not isinstance(value, nn.Parameter):
+                continue
+            current = to_numpy(value)
+            original = make_ndarray(self.graph.get_operation_by_name(name).node.attr["value"].tensor)
+            if current.dtype != original.dtype or current.shape != original.shape or \
+                    current.tobytes() != original.tobytes():
+                out[name] = current
+        return out
+
+    def _current_graph(self) -> Graph:
+        """The module's graph with its constants' current values (variables stay variables: their values are
+        what ``ckpt.save(module, ...)`` writes). What ``export_meta_graph(module)`` and ``ckpt.save(...,
+        graph=module)`` write."""
+        from ..format.protos import graph_pb2, meta_graph_pb2
+        from ._freeze import _replace_constants
+
+        gd = graph_pb2.GraphDef()
+        gd.CopyFrom(self.graph.graph_def)
+        _, consts = self._export_values([], [n for n in gd.node if n.op == "Const"])
+        if not _replace_constants(gd, consts):
+            return self.graph
+        meta = None
+        if self.graph.meta_graph_def is not None:
+            meta = meta_graph_pb2.MetaGraphDef()
+            meta.CopyFrom(self.graph.meta_graph_def)
+            meta.graph_def.CopyFrom(gd)
+        return Graph(gd, meta_graph_def=meta, path=None, validate=False)
+
     def extra_repr(self) -> str:
         n_params = sum(1 for _ in self.parameters())
         n_vars = sum(1 for k in self._kinds.values() if k == "variable")
@@ -1058,12 +1164,14 @@ def _initial_values(program: _Program, needed_vars: set[str]) -> dict[str, np.nd
                 array = value.detach().cpu().numpy()
                 if s.parts:
                     if full is None:
+                        # The full shape is the graph's SaveSliceInfo: an untrusted number, checked before use.
+                        _created(s.shape, as_tensor(array).dtype, f"full shape of partitioned variable {name}")
                         full = np.zeros(s.shape, dtype=array.dtype)
                     offset, shape = s.parts[op]
                     full[tuple(slice(o, o + n) for o, n in zip(offset, shape))] = array
                 else:
                     full = array
-        except (CheckpointError, KeyError) as exc:
+        except (CheckpointError, KeyError, ValueError) as exc:
             if needed_vars & set(s.ops):
                 failed.append(f"{name}: {exc}")
             continue

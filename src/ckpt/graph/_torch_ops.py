@@ -58,6 +58,26 @@ def as_tensor(value: Any, dtype: torch.dtype | None = None, device=None) -> torc
     return t
 
 
+#: Largest tensor a shape computed in the graph may create (elements x item size), as for tensors read from files:
+#: Fill, Range, Tile, BroadcastTo, OneHot, Pad and the random ops check their sizes before allocating.
+MAX_CREATED_BYTES = 1 << 31
+
+
+def _created(dims, dtype: torch.dtype, what: str) -> list[int]:
+    """``dims`` after checking the tensor they describe is neither negative nor too large to create."""
+    dims = [int(d) for d in dims]
+    if any(d < 0 for d in dims):
+        raise ValueError(f"{what}: negative dimension in {dims}")
+    n = 1
+    for d in dims:
+        n *= d
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    if n * itemsize > MAX_CREATED_BYTES:
+        raise ValueError(f"{what}: a {dtype} tensor of shape {dims} would take {n * itemsize:,} bytes, more than the "
+                         f"{MAX_CREATED_BYTES:,}-byte limit")
+    return dims
+
+
 def _ints(value) -> list[int]:
     if isinstance(value, torch.Tensor):
         return [int(v) for v in value.reshape(-1).tolist()]
@@ -705,6 +725,7 @@ def _strided_slice(node, args, rt):
 def _pad(node, args, rt):
     x, paddings = args[0], _ints(args[1])
     value = float(args[2].item()) if len(args) > 2 else 0.0
+    _created([n + paddings[2 * i] + paddings[2 * i + 1] for i, n in enumerate(x.shape)], x.dtype, "Pad")
     pad: list[int] = []
     for dim in reversed(range(x.dim())):
         pad.extend([paddings[2 * dim], paddings[2 * dim + 1]])
@@ -715,6 +736,12 @@ def _pad(node, args, rt):
 def _mirror_pad(node, args, rt):
     x, paddings = args[0], _ints(args[1])
     symmetric = node.attrs.get("mode", "REFLECT") == "SYMMETRIC"
+    limit = 0 if symmetric else 1  # TensorFlow: paddings at most the size (SYMMETRIC) or size - 1 (REFLECT)
+    for dim in range(x.dim()):
+        if min(paddings[2 * dim], paddings[2 * dim + 1]) < 0 or \
+                max(paddings[2 * dim], paddings[2 * dim + 1]) > x.shape[dim] - limit:
+            raise ValueError(f"MirrorPad: paddings {paddings[2 * dim:2 * dim + 2]} do not fit dimension {dim} of "
+                             f"size {x.shape[dim]}")
     for dim in range(x.dim()):
         before, after = paddings[2 * dim], paddings[2 * dim + 1]
         if not before and not after:
@@ -731,12 +758,14 @@ def _mirror_pad(node, args, rt):
 
 @kernel("Tile")
 def _tile(node, args, rt):
-    return args[0].repeat(_ints(args[1]))
+    multiples = _ints(args[1])
+    _created([n * m for n, m in zip(args[0].shape, multiples)] + multiples[args[0].dim():], args[0].dtype, "Tile")
+    return args[0].repeat(multiples)
 
 
 @kernel("BroadcastTo")
 def _broadcast_to(node, args, rt):
-    return torch.broadcast_to(args[0], _ints(args[1]))
+    return torch.broadcast_to(args[0], _created(_ints(args[1]), args[0].dtype, "BroadcastTo"))
 
 
 @kernel("Shape")
@@ -765,7 +794,7 @@ def _rank(node, args, rt):
 @kernel("Fill")
 def _fill(node, args, rt):
     dims, value = _ints(args[0]), args[1]
-    return value.reshape(()).expand(dims).clone()
+    return value.reshape(()).expand(_created(dims, value.dtype, "Fill")).clone()
 
 
 @kernel("Range")
@@ -774,8 +803,11 @@ def _range(node, args, rt):
     dtype = torch_dtype(node.attrs.get("Tidx", "int32"))
     if dtype.is_floating_point:
         count = max(int(math.ceil((float(limit) - float(start)) / float(delta))), 0)
-        steps = torch.arange(count, dtype=dtype, device=start.device)
+        steps = torch.arange(_created([count], dtype, "Range")[0], dtype=dtype, device=start.device)
         return start.to(dtype) + steps * delta.to(dtype)
+    if int(delta) == 0:
+        raise ValueError("Range: delta must not be 0")
+    _created([max(-(-(int(limit) - int(start)) // int(delta)), 0)], dtype, "Range")
     return torch.arange(int(start), int(limit), int(delta), dtype=dtype, device=start.device)
 
 
@@ -800,6 +832,7 @@ def _check_gather(node):
 def _one_hot(node, args, rt):
     indices, depth, on, off = args
     depth = _int(depth)
+    _created([indices.numel(), depth], on.dtype, "OneHot")
     axis = int(node.attrs.get("axis", -1))
     hot = indices.long().unsqueeze(-1) == torch.arange(depth, device=indices.device)
     if axis != -1:
@@ -899,17 +932,20 @@ def _random_dtype(node) -> torch.dtype:
 
 @kernel("RandomUniform")
 def _random_uniform(node, args, rt):
-    return torch.rand(_ints(args[0]), dtype=_random_dtype(node), device=rt.device(args[0]))
+    dtype = _random_dtype(node)
+    return torch.rand(_created(_ints(args[0]), dtype, node.type), dtype=dtype, device=rt.device(args[0]))
 
 
 @kernel("RandomStandardNormal")
 def _random_normal(node, args, rt):
-    return torch.randn(_ints(args[0]), dtype=_random_dtype(node), device=rt.device(args[0]))
+    dtype = _random_dtype(node)
+    return torch.randn(_created(_ints(args[0]), dtype, node.type), dtype=dtype, device=rt.device(args[0]))
 
 
 @kernel("TruncatedNormal")
 def _truncated_normal(node, args, rt):
-    out = torch.empty(_ints(args[0]), dtype=_random_dtype(node), device=rt.device(args[0]))
+    dtype = _random_dtype(node)
+    out = torch.empty(_created(_ints(args[0]), dtype, node.type), dtype=dtype, device=rt.device(args[0]))
     return torch.nn.init.trunc_normal_(out, mean=0.0, std=1.0, a=-2.0, b=2.0)
 
 
@@ -917,4 +953,4 @@ def _truncated_normal(node, args, rt):
 def _random_uniform_int(node, args, rt):
     shape, lo, hi = _ints(args[0]), _int(args[1]), _int(args[2])
     dtype = torch_dtype(node.attrs.get("Tout", "int32"))
-    return torch.randint(lo, hi, shape, dtype=dtype, device=rt.device(args[0]))
+    return torch.randint(lo, hi, _created(shape, dtype, node.type), dtype=dtype, device=rt.device(args[0]))

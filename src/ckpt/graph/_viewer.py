@@ -73,6 +73,9 @@ JS = r"""
 (function () {
   'use strict';
   var SVGNS = 'http://www.w3.org/2000/svg';
+  // Every map keyed by names from the graph has no prototype: a scope or node called "constructor",
+  // "__proto__" or "hasOwnProperty" is then an ordinary key.
+  function dict() { return Object.create(null); }
   function fail(msg) {
     document.body.setAttribute('data-render', 'error: ' + msg);
     document.title = 'ckpt graph error: ' + msg;
@@ -86,11 +89,12 @@ JS = r"""
 
   // ------------------------------------------------------------------ hierarchy of name scopes
   function Group(path, parent) {
-    this.path = path; this.parent = parent; this.children = {}; this.childOrder = []; this.ops = []; this.count = 0;
+    this.path = path; this.parent = parent; this.children = dict(); this.childOrder = []; this.ops = []; this.count = 0;
     this.name = path.slice(path.lastIndexOf('/') + 1);
   }
   var root = new Group('', null);
-  var groups = { '': root };
+  var groups = dict();
+  groups[''] = root;
   function ensureGroup(path) {
     if (groups[path]) { return groups[path]; }
     var cut = path.lastIndexOf('/');
@@ -123,7 +127,7 @@ JS = r"""
     op.in.forEach(function (e) { if (e[0] >= 0) { consumers[e[0]].push(i); } });
   });
 
-  var expanded = {};
+  var expanded = dict();
   expanded[''] = true;
   // Open chains of single scopes ("import/" around a whole graph) so the first view shows something useful.
   (function () {
@@ -166,14 +170,14 @@ JS = r"""
     var n = items.length, i, j;
     var succ = [], pred = [];
     for (i = 0; i < n; i++) { succ.push([]); pred.push([]); }
-    var seen = {};
+    var seen = dict();
     edges.forEach(function (e) {
       var a = e[0], b = e[1], key = a + ',' + b;
       if (a === b || seen[key]) { return; }
       seen[key] = 1; succ[a].push(b); pred[b].push(a);
     });
     // 1. break cycles: DFS in item order, reverse back edges.
-    var state = new Array(n).fill(0), back = {};
+    var state = new Array(n).fill(0), back = dict();
     for (i = 0; i < n; i++) {
       if (state[i]) { continue; }
       var stack = [[i, 0]]; state[i] = 1;
@@ -235,7 +239,7 @@ JS = r"""
     index();
     // 4. barycenter sweeps.
     function sweep(L, neighbours) {
-      var bary = {};
+      var bary = dict();
       L.forEach(function (k) {
         var nb = neighbours[k];
         bary[k] = nb.length ? nb.reduce(function (s, q) { return s + pos[q]; }, 0) / nb.length : pos[k];
@@ -277,7 +281,7 @@ JS = r"""
       var fromAbove = it % 2 === 0;
       var seq = fromAbove ? layers : layers.slice().reverse();
       seq.forEach(function (L) {
-        var desired = {};
+        var desired = dict();
         L.forEach(function (k) {
           var nb = (fromAbove ? up[k] : down[k]).concat(fromAbove ? down[k] : up[k]);
           desired[k] = nb.length ? nb.reduce(function (s, q) { return s + xs[q]; }, 0) / nb.length : xs[k];
@@ -295,7 +299,7 @@ JS = r"""
   }
 
   // ------------------------------------------------------------------ recursive layout of expanded scopes
-  var boxes = {};  // key -> {x, y, w, h, kind}
+  var boxes = dict();  // key -> {x, y, w, h, kind}
   function opBox(i) {
     var op = OPS[i];
     var w = Math.max(textWidth(clip(op.short, 40), 11.5, true), textWidth(clip(op.t, 40), 10, false)) + 20;
@@ -306,7 +310,7 @@ JS = r"""
     return { key: 'g:' + g.path, w: Math.max(80, Math.ceil(w)), h: GROUP_H, kind: 'group', group: g };
   }
   function layoutGroup(G) {
-    var items = [], at = {};
+    var items = [], at = dict();
     G.ops.forEach(function (i) { at['o:' + i] = items.length; items.push(opBox(i)); });
     G.childOrder.forEach(function (path) {
       var g = groups[path];
@@ -363,7 +367,7 @@ JS = r"""
   }
   var edgeEls = [];
   function render() {
-    boxes = {};
+    boxes = dict();
     var top = layoutGroup(root);
     place(top, 0, 0);
     while (layerG.firstChild) { layerG.removeChild(layerG.firstChild); }
@@ -375,7 +379,7 @@ JS = r"""
       else if (b.kind === 'op') { drawOp(b, gNodes); }
     });
     // Aggregated edges between visible boxes.
-    var agg = {};
+    var agg = dict();
     OPS.forEach(function (op, i) {
       var dst = visibleKey(i);
       op.in.forEach(function (e) {
@@ -456,7 +460,7 @@ JS = r"""
     return 'edge' + (a.ctl ? ' ctl' : '') + (a.aux ? ' aux' : '') + (hot ? ' hot' : '');
   }
   function highlight() {
-    var on = {};
+    var on = dict();
     if (selected && selected.indexOf('o:') === 0) { on[selected] = 1; }
     edgeEls.forEach(function (p) {
       var a = p.__edge;
@@ -523,7 +527,7 @@ JS = r"""
     clear(side);
     h('h2', g.path || '(root)', side);
     h('div', 'name scope \u00b7 ' + g.count + ' operations', side, 'type');
-    var types = {};
+    var types = dict();
     OPS.forEach(function (op, i) { if (contains(g, i)) { types[op.t] = (types[op.t] || 0) + 1; } });
     h('h3', 'Operation types', side);
     var t = h('table', null, side);
@@ -608,7 +612,7 @@ JS = r"""
   svg.addEventListener('click', function () { if (selected) { selected = null; render(); showOverview(); } });
   document.getElementById('fit').addEventListener('click', fit);
   document.getElementById('collapse').addEventListener('click', function () {
-    expanded = { '': true }; render(); fit();
+    expanded = dict(); expanded[''] = true; render(); fit();
   });
   document.getElementById('expand').addEventListener('click', function () {
     var budget = 400;
