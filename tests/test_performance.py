@@ -340,15 +340,17 @@ def test_async_snapshot_of_large_tensors_is_taken_at_the_call_and_reuses_buffers
     first = ckpt.save(state, str(tmp_path / "s"), step=1, blocking=False)
     for v in state.values():  # changed right after the call: not part of the checkpoint
         v[...] = 0
-    buffers = dict(api._SAVER.buffers)
+    assert api._SAVER.buffers == {}  # the save in flight owns its snapshot
     assert started.wait(10)
     ckpt.wait()
+    buffers = dict(api._SAVER.buffers)  # handed back once written
+    assert set(buffers) == set(state)
     for name, value in ckpt.load(first).items():
         np.testing.assert_array_equal(value, expected[name], err_msg=name)
     # the next save of the same shapes copies into the previous snapshot's memory
     second = ckpt.save(state, str(tmp_path / "s"), step=2, blocking=False)
-    assert all(api._SAVER.buffers[n] is buffers[n] for n in buffers)
     ckpt.wait()
+    assert all(api._SAVER.buffers[n] is buffers[n] for n in buffers)
     for name, value in ckpt.load(second).items():
         np.testing.assert_array_equal(value, np.zeros_like(expected[name]), err_msg=name)
 
