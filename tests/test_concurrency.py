@@ -34,9 +34,27 @@ HOLDER = textwrap.dedent("""
     lock.acquire()
     print("locked", flush=True)
     time.sleep(float(sys.argv[2]))
+    if len(sys.argv) > 3:
+        open(sys.argv[3], "w").close()  # marks that the lock is about to be released
     lock.release()
     print("released", flush=True)
 """)
+
+
+class FakeClock:
+    """Stands in for the ``time`` module of ``ckpt._lock``: ``sleep`` advances ``monotonic`` without waiting, so a
+    lock timeout is checked by what the lock did (its polls and pauses), not by how long it took."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
 
 
 def spawn(code: str, *args: str) -> subprocess.Popen:
@@ -82,13 +100,19 @@ def holder(tmp_path):
     proc.wait()
 
 
-def test_second_writer_gives_up_with_a_message_naming_the_holder(holder):
+def test_second_writer_gives_up_with_a_message_naming_the_holder(holder, monkeypatch):
+    import ckpt._lock as lock_module
+
     directory, proc = holder
-    started = time.monotonic()
+    clock = FakeClock()
+    monkeypatch.setattr(lock_module, "time", clock)
     with pytest.raises(LockTimeoutError) as exc_info:
         ckpt.save(state(1), directory / "model", step=1, lock_timeout=0.3)
-    assert 0.25 < time.monotonic() - started < 5
+    monkeypatch.undo()
+    # it polled the lock several times, pausing exactly as long as the timeout in all, then gave up
+    assert len(clock.sleeps) > 2 and sum(clock.sleeps) == pytest.approx(0.3)
     error = exc_info.value
+    assert error.waited == pytest.approx(0.3)
     assert isinstance(error, CheckpointError) and isinstance(error, TimeoutError)
     assert error.holder_pid == proc.pid
     assert f"process {proc.pid} is saving into this directory" in str(error)
@@ -107,9 +131,7 @@ def test_a_killed_holder_releases_the_lock(holder):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert (directory / LOCK_FILENAME).exists()  # stale, but nobody holds it
-    started = time.monotonic()
-    ckpt.save(state(1), directory / "model", step=1, lock_timeout=5)
-    assert time.monotonic() - started < 2
+    ckpt.save(state(1), directory / "model", step=1, lock_timeout=0)  # taken at once: no waiting allowed
     assert sorted(p.name for p in directory.iterdir()) == ["checkpoint", "model-1.data-00000-of-00001",
                                                            "model-1.index"]
 
@@ -117,13 +139,12 @@ def test_a_killed_holder_releases_the_lock(holder):
 def test_second_writer_waits_for_the_first(tmp_path):
     directory = tmp_path / "run"
     directory.mkdir()
-    proc = spawn(HOLDER, directory, 0.8)
+    releasing = tmp_path / "releasing"
+    proc = spawn(HOLDER, directory, 0.8, releasing)
     wait_for_line(proc, "locked")
-    started = time.monotonic()
     ckpt.save(state(1), directory / "model", step=1)  # lock_timeout=None: waits as long as needed
-    waited = time.monotonic() - started
+    assert releasing.exists()  # the save got the lock only after the holder let it go
     assert proc.wait(timeout=30) == 0
-    assert waited > 0.3, waited
     assert_state(directory / "model-1", 1)
 
 
@@ -235,13 +256,19 @@ def test_two_processes_sharing_one_manager_name_keep_one_consistent_record(tmp_p
 # ============================================================================================ readers
 
 SLOW_SAVER = textwrap.dedent("""
-    import sys, time
+    import os, sys, time
     import numpy as np
     import ckpt
-    directory = sys.argv[1]
+    directory, go = sys.argv[1], sys.argv[2]
     real_write = ckpt._fs.write
     def slow_write(fd, data):
-        time.sleep(0.05)
+        if not os.path.exists(go):  # the first write waits until the test has read during the save
+            print("writing", flush=True)
+            for _ in range(6000):
+                if os.path.exists(go):
+                    break
+                time.sleep(0.01)
+        time.sleep(0.01)
         view = memoryview(data).cast("B")
         return real_write(fd, view[:4096])  # short writes: many steps, each slow
     ckpt._fs.write = slow_write
@@ -256,11 +283,14 @@ SLOW_SAVER = textwrap.dedent("""
 def test_a_reader_during_a_save_sees_the_previous_complete_checkpoint(tmp_path):
     directory = tmp_path / "run"
     ckpt.Manager(directory, max_to_keep=2, rng=False).save(1, state(1))
-    proc = spawn(SLOW_SAVER, directory)
-    wait_for_line(proc, "saving")
+    go = tmp_path / "go"
+    proc = spawn(SLOW_SAVER, directory, go)
+    wait_for_line(proc, "writing")  # the save is in progress, held at its first write until `go` exists
     seen = {1: 0, 2: 0}
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline:
+        if seen[1] == 3:
+            go.touch()
         prefix = ckpt.latest(directory)
         step = int(prefix.rsplit("-", 1)[1])
         assert_state(prefix, step)  # never a partial checkpoint: every read is complete and checks out
@@ -268,7 +298,7 @@ def test_a_reader_during_a_save_sees_the_previous_complete_checkpoint(tmp_path):
             assert reader["step"] == int(reader.prefix.rsplit("-", 1)[1])
         seen[step] += 1
     assert proc.wait(timeout=60) == 0, proc.stderr.read()
-    assert seen[1] >= 3, seen  # the save took a while, and meanwhile readers saw checkpoint 1
+    assert seen[1] >= 3, seen  # while the save was held, readers saw checkpoint 1
     assert_state(ckpt.latest(directory), 2)
 
 

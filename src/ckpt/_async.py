@@ -5,6 +5,10 @@ failed; then the caller's snapshot is handed to a fresh non-daemon thread that w
 kept until the next ``submit`` or ``wait`` raises them, never swallowed. Interpreter exit waits for the writers
 (non-daemon threads are joined before ``atexit`` handlers run); an error found then is logged, since nobody is
 left to raise it to.
+
+Ownership of a snapshot's buffers: the caller's thread fills them; ``submit`` hands them to the job, which alone
+reads them while it writes; when the job has ended (committed or failed) its thread puts them in the saver's free
+buffers; the next snapshot claims those with ``take_buffers`` (so two threads snapshotting at once never share one).
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
+
+from . import _seam
 
 logger = logging.getLogger("ckpt")
 
@@ -29,8 +35,9 @@ class AsyncSaver:
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        #: The last snapshot (name -> array), reused by the next one once the save that wrote it is finished.
+        #: Free snapshot buffers (name -> array): those of the last finished save, for the next snapshot to reuse.
         self.buffers: dict = {}
+        self._buffers_lock = threading.Lock()  # never held while waiting, so the job's thread can always take it
         with _SAVERS_LOCK:
             _SAVERS.add(self)
 
@@ -39,19 +46,34 @@ class AsyncSaver:
         thread = self._thread
         return thread is not None and thread.is_alive()
 
-    def submit(self, job: Callable[[], object]) -> None:
-        """Wait for the previous save (raising its error), then run ``job`` in a new background thread."""
+    def take_buffers(self) -> dict:
+        """Claim the free snapshot buffers (empty while the save that wrote them is still running): the caller owns
+        them until it passes them, filled, to :meth:`submit`."""
+        with self._buffers_lock:
+            buffers, self.buffers = self.buffers, {}
+        return buffers
+
+    def submit(self, job: Callable[[], object], buffers: dict | None = None) -> None:
+        """Wait for the previous save (raising its error), then run ``job`` in a new background thread.
+
+        ``buffers`` (the snapshot ``job`` writes) belong to the job until it ends, then become the free buffers.
+        """
         with self._lock:
             self.wait()
-            thread = threading.Thread(target=self._run, args=(job,), name=self.name, daemon=False)
+            thread = threading.Thread(target=self._run, args=(job, buffers), name=self.name, daemon=False)
             self._thread = thread
             thread.start()
 
-    def _run(self, job: Callable[[], object]) -> None:
+    def _run(self, job: Callable[[], object], buffers: dict | None) -> None:
         try:
+            _seam.point("async.job")
             job()
         except BaseException as exc:  # kept for the next submit()/wait(), which raise it
             self._error = exc
+        finally:
+            if buffers is not None:  # the hand-back: nothing reads them any more
+                with self._buffers_lock:
+                    self.buffers = buffers
 
     def wait(self) -> None:
         """Wait until the save in flight (if any) is committed; raise its error if it failed."""

@@ -28,7 +28,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from . import _async, _fs, _rng, tree
+from . import _async, _fs, _rng, _seam, tree
 from ._lock import DirectoryLock, check_timeout
 from ._paths import local_path
 from .errors import CheckpointError, InvalidStateError, StateMismatchError, UnsupportedError
@@ -168,11 +168,16 @@ def _write_planned(plan: _Plan, prefix: str, *, num_shards: int, sync: bool, ali
 def _snapshot(plan: _Plan, saver: _async.AsyncSaver | None = None) -> dict[str, np.ndarray]:
     """A host-memory copy of every tensor of the plan, consistent at the moment of the call.
 
-    With ``saver`` (whose previous save must be finished), the buffers of its previous snapshot are reused where
+    With ``saver``, the buffers of its last finished save are claimed (``AsyncSaver.take_buffers``) and reused where
     name, shape and dtype match: copying into memory that is already mapped avoids a page fault per 4 KiB, which
-    otherwise costs more than the copy itself. The saver keeps the new snapshot for the next save.
+    otherwise costs more than the copy itself. Pass the result to ``saver.submit(job, buffers=...)``, which gives
+    it back to the saver once the job has written it.
+
+    Ownership: this thread and one ``ckpt-snapshot`` helper fill disjoint sets of tensors (the helper the second
+    half of the large ones); the helper has been joined before this returns or raises, so the caller owns the
+    whole result.
     """
-    reuse = saver.buffers if saver is not None else {}
+    reuse = saver.take_buffers() if saver is not None else {}
     out: dict[str, np.ndarray] = {}
     large: list[tuple[str, np.ndarray, np.ndarray | None]] = []
     for name, leaf in plan.walked.leaves.items():
@@ -201,18 +206,19 @@ def _snapshot(plan: _Plan, saver: _async.AsyncSaver | None = None) -> dict[str, 
         def copy_half(items: list) -> None:
             try:
                 for name, value, buf in items:
+                    _seam.point("snapshot.copy")
                     out[name] = _copy(value, buf)
             except BaseException as exc:  # e.g. MemoryError: raised by the caller below
                 failed.append(exc)
 
         helper = threading.Thread(target=copy_half, args=(halves[1],), name="ckpt-snapshot", daemon=True)
         helper.start()
-        copy_half(halves[0])
-        helper.join()
+        try:
+            copy_half(halves[0])
+        finally:
+            helper.join()
         if failed:
             raise failed[0]
-    if saver is not None:
-        saver.buffers = out
     return out
 
 
@@ -365,7 +371,7 @@ def save(state: Any, prefix: str | os.PathLike, *, step: int | None = None,
     if blocking:
         commit()
     else:
-        _SAVER.submit(commit)
+        _SAVER.submit(commit, buffers=arrays)
     return prefix
 
 

@@ -333,7 +333,8 @@ class Manager:
     @property
     def checkpoints(self) -> list[CheckpointInfo]:
         """This manager's checkpoints, oldest (lowest step) first."""
-        return [self._infos[s] for s in sorted(self._infos)]
+        infos = self._infos  # read once: an asynchronous save's thread replaces the dict (never changes it)
+        return [infos[s] for s in sorted(infos)]
 
     def all_steps(self) -> list[int]:
         """The steps of this manager's checkpoints, ascending."""
@@ -347,8 +348,9 @@ class Manager:
     @property
     def latest(self) -> str | None:
         """The prefix of the newest checkpoint, or None."""
-        step = self.latest_step
-        return None if step is None else self._infos[step].prefix
+        infos = self._infos  # read once, as in ``checkpoints``
+        step = max(infos, default=None)
+        return None if step is None else infos[step].prefix
 
     @property
     def best(self) -> str | None:
@@ -446,7 +448,7 @@ class Manager:
             if done is not None and write_meta is not None:
                 self._meta_written = True
 
-        self._saver.submit(commit)
+        self._saver.submit(commit, buffers=arrays)
         return prefix
 
     def _save_locked(self, step: int, state: Any, metrics: dict[str, float] | None,

@@ -26,7 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import _fs
+from .. import _fs, _seam
 from .._fs import TMP_MARKER, fsync_dir
 from ..errors import (CheckpointError, ChecksumMismatchError, CheckpointNotFoundError, CorruptCheckpointError,
                       DTypeNotSupportedError, UnsupportedError)
@@ -384,36 +384,25 @@ class BundleReader:
 
     def _preadv_all(self, fd: int, items: list[tuple[TensorEntry, np.ndarray]]) -> None:
         """Fill each target of ``items`` (sorted by offset, bounds checked) from ``fd``, batching adjacent tensors
-        into ``preadv`` calls; checksums are verified piece by piece (overlapped in the CRC thread when large)."""
-        verify = self.verify_checksums
-        crcs = [0] * len(items)
-        bad: list[int] = []
-        pending = None
+        into ``preadv`` calls; checksums are verified piece by piece, in file order (see :class:`_PieceChecks`).
 
-        def check(pieces: list[tuple[int, memoryview, bool]]) -> None:
-            for i, piece, last in pieces:
-                crc = crc32c(piece, crcs[i])
-                if last and crc != items[i][0].crc32c and not bad:
-                    bad.append(i)
-                crcs[i] = crc
-
+        Ownership: the calling thread writes the targets (``preadv``) and owns each piece until it hands it to the
+        checks; the checks only read it, and the calling thread never writes it again. Every check has finished
+        when this returns or raises, so no helper thread reads a target afterwards. (The gap scratch buffer
+        ``_GAP`` is written by concurrent readers at once, and never read.)
+        """
+        checks = _PieceChecks(items) if self.verify_checksums else None
         try:
             for offset, buffers, pieces, nbytes in _read_plan(items):
                 self._preadv_exactly(fd, buffers, offset, nbytes, items[pieces[0][0]][0])
-                if not verify:
-                    continue
-                if nbytes >= _CRC_OVERLAP_READ and len(pieces) <= 64:
-                    if pending is not None:
-                        pending.result()  # at most one piece ahead: the targets' memory stays in cache
-                    pending = _crc_pool().submit(check, pieces)
-                else:
-                    check(pieces)
+                _seam.point("read.piece")
+                if checks is not None:
+                    checks.add(pieces, overlap=nbytes >= _CRC_OVERLAP_READ and len(pieces) <= 64)
         finally:
-            if pending is not None:
-                pending.result()
-        if bad:
-            entry = items[bad[0]][0]
-            self._check_crc(entry, crcs[bad[0]])
+            if checks is not None:
+                checks.settle()
+        if checks is not None and checks.bad is not None:
+            self._check_crc(items[checks.bad][0], checks.crcs[checks.bad])
 
     def _preadv_exactly(self, fd: int, buffers: list, offset: int, nbytes: int, first: TensorEntry) -> None:
         got = os.preadv(fd, buffers, offset)
@@ -796,12 +785,65 @@ def _read_plan(items: list[tuple[TensorEntry, np.ndarray]]) -> Iterator[tuple[in
     if buffers:
         yield offset, buffers, pieces, end - offset
 
+
+class _PieceChecks:
+    """The CRC32C chains of the tensors of one ``_preadv_all`` call, extended piece by piece in file order.
+
+    A tensor larger than one read piece has its CRC chained across its pieces (``crcs[i]``), so its pieces must be
+    checked in order, each after the previous one has finished. That order is kept by ownership, not timing:
+    ``crcs`` and ``bad`` belong to the one check running now, and checks run one at a time. :meth:`add` first takes
+    the state back from a check handed to the CRC thread (:meth:`settle` waits for it), then runs the new check
+    itself or hands it to the CRC thread; so at most one check is in flight, and whichever thread runs it, it
+    starts after every earlier piece's check ended.
+    """
+
+    __slots__ = ("items", "crcs", "bad", "_pending")
+
+    def __init__(self, items: list[tuple[TensorEntry, np.ndarray]]) -> None:
+        self.items = items
+        self.crcs = [0] * len(items)
+        self.bad: int | None = None  # index of the first tensor whose checksum is wrong
+        self._pending = None  # the CRC thread's future while it owns the state
+
+    def add(self, pieces: list[tuple[int, memoryview, bool]], overlap: bool) -> None:
+        """Check ``pieces`` (just read), in the CRC thread if ``overlap`` (it then runs while the next is read)."""
+        self.settle()
+        if overlap:
+            self._pending = _crc_pool().submit(self._check, pieces)
+        else:
+            self._check(pieces)
+
+    def settle(self) -> None:
+        """Wait for the check in the CRC thread, if any: the state is the caller's again."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def _check(self, pieces: list[tuple[int, memoryview, bool]]) -> None:
+        _seam.point("read.check")
+        crcs = self.crcs
+        for i, piece, last in pieces:
+            crc = crc32c(piece, crcs[i])
+            crcs[i] = crc
+            if last and crc != self.items[i][0].crc32c and self.bad is None:
+                self.bad = i
+
+
+def _write_crc(raw: np.ndarray) -> int:
+    """The CRC thread's share of a large save: the payload's CRC32C."""
+    _seam.point("write.crc")
+    return crc32c(raw)
+
+
 _crc_pool_lock = threading.Lock()
 _crc_pool_executor = None
 
 
 def _crc_pool():
-    """One helper thread for CRC32C computations overlapped with I/O (tasks run in submission order)."""
+    """One helper thread for CRC32C computations overlapped with I/O (tasks run in submission order).
+
+    Shared by every reader and writer of the process. Its tasks only read the buffers they are given and never wait
+    for anything, and each submitter waits for its own task before it reuses or returns what the task reads."""
     global _crc_pool_executor
     if _crc_pool_executor is None:
         with _crc_pool_lock:
@@ -820,8 +862,14 @@ _MAX_WRITE_THREADS = 8
 class _WriteWorker:
     """A thread writing the payloads of some shards, in the order they were handed to it.
 
+    Ownership: a shard belongs to exactly one worker, so its bytes reach its file in order. ``submit`` hands the
+    worker a payload: a flushed write buffer (never touched again by the saving thread) or a view of a caller's
+    array (which must not change until ``BundleWriter.finish`` returns). The worker alone writes the shard's
+    descriptor until ``stop`` has joined it; only then does the saving thread fsync and close it. The queue holds at
+    most 4 payloads, bounding the memory waiting to be written.
+
     The first error stops it: later payloads are dropped and the error is raised in the writing thread by the next
-    ``submit``/``drain`` (a checkpoint with a failed write is aborted as a whole)."""
+    ``submit`` or after ``stop`` (a checkpoint with a failed write is aborted as a whole)."""
 
     def __init__(self) -> None:
         import queue
@@ -859,6 +907,14 @@ class _WriteWorker:
 
 
 class _Shard:
+    """One data file being written.
+
+    Ownership: ``_buf`` (the small-payload write buffer) and ``size`` belong to the saving thread. ``flush`` hands
+    the filled buffer to the writer and starts a new one, so a buffer being written is never appended to or reused.
+    ``_write_out`` and ``_written`` belong to the writer: the worker thread when ``worker`` is set, else the saving
+    thread.
+    """
+
     __slots__ = ("tmp", "final", "fd", "size", "_buf", "_sync", "_written", "worker")
 
     def __init__(self, tmp: str, final: str, sync: bool = False) -> None:
@@ -878,6 +934,7 @@ class _Shard:
             self.worker.submit(self, data)
 
     def _write_out(self, data) -> None:
+        _seam.point("write.out")
         if not self._sync:
             self._written += _fs.write_all(self.fd, data)
             return
@@ -913,7 +970,7 @@ class _Shard:
 
     def flush(self) -> None:
         if self._buf:
-            buf, self._buf = self._buf, bytearray()
+            buf, self._buf = self._buf, bytearray()  # the hand-off: ``buf`` is the writer's from here on
             self._submit(buf)
 
 
@@ -1034,7 +1091,9 @@ class BundleWriter:
             raw = _pod_bytes(array)
             size = raw.nbytes
             if size >= _CRC_OVERLAP:
-                pending = _crc_pool().submit(crc32c, raw)  # computed while the bytes are being written
+                # The CRC thread and the writer only read ``raw``; this thread waits for the CRC before returning,
+                # and the writer (a worker thread, see _Shard) holds ``raw`` until finish() at the latest.
+                pending = _crc_pool().submit(_write_crc, raw)  # computed while the bytes are being written
                 try:
                     shard.write(raw)
                 finally:
