@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from . import graph  # ckpt.graph: .meta/.pb/.pbtxt files (imports no framework)
 from ._convert import ConvertResult, convert
+from ._paths import local_path
 from ._diff import DiffResult, diff
 from .api import RestoreReport, flatten, load, restore, save, wait
 from .errors import (CheckpointError, CheckpointNotFoundError, ChecksumMismatchError, CkptError,
@@ -50,4 +51,4 @@ def latest(directory, *, verify: bool = False) -> str | None:
     checkpoints, newest first. With ``verify=True`` each candidate is read completely (every checksum) and damaged
     ones are skipped with a ``ckpt.errors.CorruptCheckpointWarning`` naming them: the newest that verifies.
     """
-    return _latest(directory, verify=verify)
+    return _latest(local_path(directory, what="directory"), verify=verify)

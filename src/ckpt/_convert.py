@@ -30,6 +30,7 @@ import ml_dtypes
 import numpy as np
 
 from . import formats as _formats
+from ._paths import local_path
 from .api import NameMap, _mapper
 from .errors import CheckpointError, CorruptCheckpointError, UnsupportedError
 from .format._crc import crc32c
@@ -282,7 +283,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, format: str | Non
         >>> ckpt.convert("tf_model/ckpt-3", "model.safetensors", names="clean",
         ...              map=[(r"^model/", "")], exclude="optimizer/*")           # doctest: +SKIP
     """
-    dst = os.fspath(dst)
+    src, dst = local_path(src, what="checkpoint"), local_path(dst, what="destination")
     dst_format = _formats.destination_format(dst, format)
     if dst_format == "keras":
         raise UnsupportedError("ckpt reads Keras .weights.h5 files but does not write them; choose another "

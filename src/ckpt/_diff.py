@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._paths import local_path
 from .format.object_graph import OBJECT_GRAPH_KEY
 from .reader import Reader
 
@@ -170,6 +171,7 @@ def diff(a: str | os.PathLike, b: str | os.PathLike, *, atol: float = 0.0, rtol:
     """
     import fnmatch
 
+    a, b = local_path(a, what="checkpoint"), local_path(b, what="checkpoint")
     with Reader(a, names=names) as ra, Reader(b, names=names) as rb:
         keys_a, keys_b = set(ra.keys()), set(rb.keys())
         # TensorFlow's object graph describes the bundle's own keys; a conversion drops it, so it only counts

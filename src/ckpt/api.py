@@ -30,12 +30,14 @@ import numpy as np
 
 from . import _async, _fs, _rng, tree
 from ._lock import DirectoryLock, check_timeout
-from .errors import CheckpointError, InvalidStateError, StateMismatchError
+from ._paths import local_path
+from .errors import CheckpointError, InvalidStateError, StateMismatchError, UnsupportedError
 from .format.bundle import BundleWriter, data_filename, index_filename
 from .format.state_file import STATE_FILENAME, CheckpointState, read_state, resolve, write_state
 from .reader import METADATA_KEY, Reader
 
-__all__ = ["save", "load", "restore", "RestoreReport", "NameMap", "flatten", "write_checkpoint", "wait"]
+__all__ = ["save", "load", "restore", "RestoreReport", "NameMap", "flatten", "write_checkpoint", "wait",
+           "FRAMEWORKS"]
 
 #: ``{name_in_checkpoint: name_in_state}``, a callable returning the state name (or None to skip), or a list of
 #: ``(regex, replacement)`` rules (the first rule that matches a checkpoint name rewrites it).
@@ -67,6 +69,8 @@ def _is_plain(spec: Any) -> bool:
     """True when names alone describe the tree (nested dicts of NumPy arrays): no record is needed, and the files
     equal what TensorFlow's Saver writes for the same tensors."""
     if "dict" in spec:
+        if "keys" in spec or "ordered" in spec:  # key types or the container type need the record
+            return False
         for _, child in spec["dict"]:
             if child.get("kind") != "ndarray" or "leaf" not in child:
                 if "dict" not in child or not _is_plain(child):
@@ -92,6 +96,7 @@ def write_checkpoint(state: Any, prefix: str, *, metadata: Mapping[str, Any] | N
     ``alignment`` (bytes, default 1: packed, byte-identical to TensorFlow's default) pads the data file with zeros
     after each tensor so that every tensor starts at a multiple of it (TensorFlow's ``data_alignment``; readers
     including TensorFlow ignore the padding), e.g. 64 for aligned memory-mapped views."""
+    prefix = local_path(prefix, what="checkpoint")
     with _no_gc():
         plan = _plan(state, metadata=metadata, rng=rng, extra_record=extra_record)
         _fs.makedirs(os.path.dirname(prefix) or ".")
@@ -324,8 +329,9 @@ def save(state: Any, prefix: str | os.PathLike, *, step: int | None = None,
         >>> ckpt.save({"alpha": np.float32(0.24), "beta": np.float32(0.21)}, "model/regression.ckpt", step=25)
         'model/regression.ckpt-25'
     """
+    prefix = local_path(prefix, what="checkpoint")  # before waiting: a URL is refused at once
     _SAVER.wait()  # at most one asynchronous save in flight; its error (if any) is raised here
-    prefix = _with_step(os.fspath(prefix), step)
+    prefix = _with_step(prefix, step)
     lock_timeout = check_timeout(lock_timeout)
     with _no_gc():
         plan = _plan(state, metadata=metadata, rng=rng)
@@ -438,35 +444,57 @@ def _mtime(prefix: str, default: float) -> float:
 # ============================================================================================== load
 
 
-def load(path: str | os.PathLike, *, flat: bool = False) -> Any:
+#: What ``ckpt.load(..., framework=...)`` accepts.
+FRAMEWORKS = ("numpy", "torch", "jax", "auto")
+
+
+def load(path: str | os.PathLike, *, flat: bool = False, framework: str = "numpy") -> Any:
     """Read every tensor of a checkpoint into memory.
 
     Args:
         path: A prefix, one of its files, or a directory (its newest checkpoint).
         flat: Return ``{"layer/w": array}`` instead of the tree.
+        framework: What tensors come back as. ``"numpy"`` (default): writable NumPy arrays. ``"torch"``: CPU
+            torch tensors, so ``model.load_state_dict(loaded["model"])`` and
+            ``optimizer.load_state_dict(loaded["optimizer"])`` work directly (Adam's ``step`` comes back as the
+            0-d float32 tensor it was). ``"jax"``: ``jax.Array``\\ s on the default device. ``"auto"``: each tensor as
+            the framework it was saved from (torch tensors as torch tensors, JAX arrays as JAX arrays, everything
+            else as NumPy). String tensors stay NumPy object arrays (neither torch nor JAX has strings); Python and
+            NumPy scalars stay scalars. Each tensor is copied once out of the file into a private NumPy array;
+            ``"torch"`` wraps that array without a copy (``torch.from_numpy``: the tensor owns no file memory and
+            is writable), ``"jax"`` copies it into the device buffer (JAX arrays are immutable).
 
     Returns:
-        For checkpoints written by ``ckpt.save``, the saved tree rebuilt: dicts, lists and tuples as saved,
-        namedtuples and dataclasses as look-alikes, Python scalars as Python scalars, every tensor (torch, JAX,
-        TensorFlow included) as a writable NumPy array, framework objects as what they hold. For other
-        checkpoints, nested dicts split on ``/``.
+        For checkpoints written by ``ckpt.save``, the saved tree rebuilt: dicts (with their keys' types: ``int``,
+        ``bool``, ``None``, ``float``, tuples; ``OrderedDict`` as ``OrderedDict``), lists and tuples as saved,
+        namedtuples and dataclasses as look-alikes, Python scalars as Python scalars, every tensor as
+        ``framework`` says, framework objects as what they hold, objects saved through ``state_dict()`` as their
+        state dict. For other checkpoints, nested dicts split on ``/``.
 
     Raises:
         CheckpointError: when nesting a foreign checkpoint is impossible because a name is both a tensor and a
             scope (TensorFlow 1 optimizer slots: ``w`` and ``w/Adam``); pass ``flat=True`` for those.
+        UnsupportedError: ``framework`` cannot hold a tensor's dtype exactly (e.g. float64 in JAX without
+            ``jax_enable_x64``, int4 in torch); the tensor is named.
     """
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"framework must be one of {', '.join(map(repr, FRAMEWORKS))}, not {framework!r}")
+    path = local_path(path, what="checkpoint")
     with Reader(path) as reader:
+        convert = _converter(framework, reader.prefix)
         if flat:
-            return {name: np.array(array, copy=True) for name, array in reader.items()}
+            return {name: _convert_one(convert, array, name) for name, array in reader.items()}
         record = reader.record
         spec = record.get("tree")
         if spec is not None:
             try:
-                return tree.rebuild(spec, lambda name: np.array(reader[name], copy=True))
+                return tree.rebuild(spec, lambda name: np.array(reader[name], copy=True), convert)
+            except CheckpointError:  # a tensor the framework cannot hold (UnsupportedError is a ValueError)
+                raise
             except (ValueError, KeyError, TypeError, IndexError) as exc:
                 raise CheckpointError(f"{reader.prefix}: malformed ckpt tree record ({exc})", path=reader.prefix,
                                       key=METADATA_KEY) from None
-        values = {name: np.array(array, copy=True) for name, array in reader.items()}
+        values = {name: _convert_one(convert, array, name) for name, array in reader.items()}
         prefix = reader.prefix
     nested: dict[str, Any] = {}
     for name, array in values.items():
@@ -481,6 +509,33 @@ def load(path: str | os.PathLike, *, flat: bool = False) -> Any:
             raise _collision(prefix, name, name)
         node[parts[-1]] = array
     return nested
+
+
+def _convert_one(convert: Callable[[np.ndarray, str, str], Any] | None, array: np.ndarray, name: str) -> Any:
+    array = np.array(array, copy=True)
+    return array if convert is None else convert(array, "ndarray", name)
+
+
+def _converter(framework: str, prefix: str) -> Callable[[np.ndarray, str, str], Any] | None:
+    """``convert(array, saved kind, name)`` for ``load(framework=...)``; None keeps NumPy arrays."""
+    if framework == "numpy":
+        return None
+    from .adapters import get_adapter
+
+    def convert(array: np.ndarray, kind: str, name: str) -> Any:
+        target = framework
+        if framework == "auto":
+            target = {"torch": "torch", "jax": "jax"}.get(kind)
+            if target is None:
+                return array
+        if array.dtype.kind in "OSU":  # strings: no torch or JAX counterpart
+            return array
+        try:
+            return get_adapter(target).from_loaded(array, name)
+        except UnsupportedError as exc:
+            raise UnsupportedError(f"{prefix}: {exc.message}", path=prefix, key=name) from None
+
+    return convert
 
 
 def _collision(prefix: str, scope: str, name: str) -> CheckpointError:
@@ -623,6 +678,7 @@ def restore(path: str | os.PathLike, into: Any, *, map: NameMap | None = None, s
 
 def _restore(path: str | os.PathLike, into: Any, *, map: NameMap | None, strict: bool, rng: bool,
              verify_checksums: bool, names: str) -> Any:
+    path = local_path(path, what="checkpoint")
     fn, subset = _mapper(map)
     walked = tree.walk(into, restoring=True)
     if walked.problems:

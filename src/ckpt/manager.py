@@ -47,6 +47,7 @@ import numpy as np
 
 from . import _async, _fs, api
 from ._lock import DirectoryLock, check_timeout
+from ._paths import local_path
 from .errors import (CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, CorruptCheckpointWarning,
                      UnsupportedError)
 from .format.bundle import TMP_MARKER, check_bundle, index_filename
@@ -291,7 +292,7 @@ class Manager:
                                  .replace("`SaveEveryNSeconds.secs`", "`save_interval_secs`")) from None
             self.save_policy = None if not cadence else cadence[0] if len(cadence) == 1 else SaveAny(tuple(cadence))
 
-        self.directory = os.fspath(directory)
+        self.directory = local_path(directory, what="directory")
         self.name = name
         self.best_metric = best_metric
         self.best_mode = best_mode

@@ -19,6 +19,7 @@ import numpy as np
 from pathlib import Path
 
 from . import formats as _formats
+from ._paths import local_path
 from .errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
 from .format.bundle import BundleReader, TensorEntry, index_filename
 from .format.object_graph import OBJECT_GRAPH_KEY, clean_names
@@ -59,7 +60,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> str:
     Raises:
         CheckpointNotFoundError: nothing usable there; the message lists what was tried and what exists.
     """
-    path = os.fspath(path)
+    path = local_path(path, what="checkpoint")
     if os.path.isdir(path):
         found = latest(path)
         if found is None:
@@ -123,6 +124,7 @@ class Reader:
 
     def __new__(cls, path: str | os.PathLike, *, verify_checksums: bool = True, names: str = "raw",
                 format: str | None = None):
+        path = local_path(path, what="checkpoint")
         fmt = None
         if cls is Reader:
             fmt = _formats.canonical(format) if format else _formats.detect(path)
@@ -300,7 +302,7 @@ class ForeignReader(Reader):
         del verify_checksums  # only bundles store checksums
         self.names = _check_names(names)
         fmt = self._detected or (_formats.canonical(format) if format else _formats.detect(path))
-        self._source = _formats.get(fmt).open(path, names=names)
+        self._source = _formats.get(fmt).open(local_path(path, what="checkpoint"), names=names)
         self.format = fmt
         self.prefix = os.fspath(self._source.path)
         self._record = {}

@@ -8,6 +8,8 @@ handled by a framework adapter (``ckpt.adapters``), imported only when such an o
 Spec nodes (JSON)::
 
     {"dict": [[key, node], ...]}      {"list": [node, ...]}      {"tuple": [node, ...]}
+    {"dict": [[name, node], ...], "keys": [key, ...]}   keys of other types than str (see ``encode_key``)
+    {"dict": ..., "ordered": true}    an ``OrderedDict`` (``ckpt.load`` rebuilds one)
     {"namedtuple": "Point", "fields": [...], "items": [node, ...]}
     {"dataclass": "Config", "fields": [...], "items": [node, ...]}
     {"leaf": name, "kind": "ndarray" | "npscalar" | "int" | "float" | "bool" | "complex" | "str" | "bytes" | ...}
@@ -146,6 +148,56 @@ def join(prefix: str, key: str) -> str:
     return f"{prefix}/{key}" if prefix else key
 
 
+# -------------------------------------------------------------------------------------------- dict keys
+
+_BAD_KEY = object()
+
+
+def encode_key(key: Any) -> Any:
+    """A dict key as JSON that keeps its type (``_BAD_KEY`` for a key type ckpt cannot record).
+
+    str and bool, int and None are their JSON selves (JSON tells ``true`` from ``1``); a float is
+    ``{"float": hex}`` (exact, and never confused with an int); a tuple is ``{"tuple": [keys]}``. NaN is refused:
+    a NaN key cannot be looked up again, so it cannot be restored meaningfully.
+    """
+    kind = type(key)
+    if kind is str or kind is bool or key is None:
+        return key
+    if isinstance(key, str):  # str subclasses (StrEnum members) are kept as their str value, as before
+        return str(key)
+    if isinstance(key, int) and not isinstance(key, bool):  # IntEnum members: as their int value
+        return int(key)
+    if kind is float:
+        return _BAD_KEY if key != key else {"float": key.hex()}
+    if kind is tuple:
+        parts = [encode_key(k) for k in key]
+        return _BAD_KEY if any(p is _BAD_KEY for p in parts) else {"tuple": parts}
+    return _BAD_KEY
+
+
+def decode_key(encoded: Any) -> Any:
+    """Inverse of :func:`encode_key`. Raises ValueError for anything it did not write."""
+    if encoded is None or type(encoded) in (str, bool, int):
+        return encoded
+    if isinstance(encoded, dict) and len(encoded) == 1:
+        if type(encoded.get("float")) is str:
+            return float.fromhex(encoded["float"])
+        if type(encoded.get("tuple")) is list:
+            return tuple(decode_key(k) for k in encoded["tuple"])
+    raise ValueError(f"malformed dict key {encoded!r}")
+
+
+def key_name(key: Any) -> str:
+    """The name part a dict key gives its values: ``str(key)`` (``0`` -> ``"0"``, as TensorFlow names them)."""
+    if isinstance(key, tuple):
+        return "(" + ", ".join(key_name(k) for k in key) + ("," if len(key) == 1 else "") + ")"
+    if isinstance(key, str):
+        return str(key)
+    if isinstance(key, int) and not isinstance(key, bool):
+        return str(int(key))
+    return repr(key)
+
+
 # -------------------------------------------------------------------------------------------- the walk
 
 
@@ -280,17 +332,25 @@ def _walk(obj: Any, name: str, ctx: Context) -> tuple[Any, Callable[[], Any]]:
         items = []
         rebuilders = []
         prefix = f"{name}/" if name else ""
+        keys: list[Any] = []
+        typed = False  # some key is not a str: the node records every key's type
         for key, child in obj.items():
-            if type(key) is not str:
-                if isinstance(key, bool) or not isinstance(key, (str, int)):
-                    ctx.problems.append(f"{name or '<root>'}: key {key!r} is a {type(key).__name__}; use str keys")
+            if type(key) is str:
+                skey, encoded = key, key
+            else:
+                encoded = encode_key(key)
+                if encoded is _BAD_KEY:
+                    ctx.problems.append(f"{name or '<root>'}: key {key!r} is a {type(key).__name__}; keys may be "
+                                        "str, int, bool, None, float (not NaN) or tuples of these")
                     continue
-            skey = str(key)
+                skey = key_name(key)
+                typed = typed or type(encoded) is not str
             if not skey:
                 ctx.problems.append(f"{name or '<root>'}: empty key")
                 continue
             node, rb = _walk(child, prefix + skey, ctx)
             items.append([skey, node])
+            keys.append(encoded)
             rebuilders.append((key, rb))
         cls = type(obj)
 
@@ -306,7 +366,12 @@ def _walk(obj: Any, name: str, ctx: Context) -> tuple[Any, Callable[[], Any]]:
             except Exception:  # an exotic dict subclass: fall back to a plain dict
                 return dict(pairs)
 
-        return {"dict": items}, rebuild_mapping
+        spec_node: dict[str, Any] = {"dict": items}
+        if typed:
+            spec_node["keys"] = keys
+        if isinstance(obj, collections.OrderedDict):
+            spec_node["ordered"] = True
+        return spec_node, rebuild_mapping
     if isinstance(obj, tuple) and hasattr(type(obj), "_fields"):
         nodes, rbs = _walk_sequence(list(obj), name, ctx, keys=list(obj._fields))
         cls = type(obj)
@@ -368,14 +433,18 @@ def walk(state: Any, *, restoring: bool = False) -> Walk:
 # -------------------------------------------------------------------------------------------- without objects
 
 
-def rebuild(spec: Any, read: Callable[[str], np.ndarray]) -> Any:
+def rebuild(spec: Any, read: Callable[[str], np.ndarray],
+            convert: Callable[[np.ndarray, str, str], Any] | None = None) -> Any:
     """Rebuild a tree from its saved spec alone (``ckpt.load``): plain containers and NumPy arrays.
 
     Namedtuples and dataclasses come back as look-alike classes made on the fly (same name and fields; nothing
     is imported from the checkpoint). Framework objects come back as what they hold (a module as its nested
-    parameters).
+    parameters). ``convert(array, kind, name)``, if given, turns each tensor leaf (not Python or NumPy scalars)
+    into what the tree holds instead of the array, ``kind`` telling what was saved (``"ndarray"``, ``"torch"``,
+    ``"jax"``, ...); names sharing one tensor (aliases) get one converted value.
     """
     cache: dict[str, Any] = {}
+    converted: dict[str, Any] = {}
 
     def value(name: str, kind: str) -> Any:
         if name not in cache:
@@ -385,13 +454,24 @@ def rebuild(spec: Any, read: Callable[[str], np.ndarray]) -> Any:
             return _to_python(array, kind)
         if kind == "npscalar":
             return array.reshape(())[()]
+        if convert is not None:
+            if name not in converted:
+                converted[name] = convert(array, kind, name)
+            return converted[name]
         return array
 
     def go(node: Any) -> Any:
         if not isinstance(node, dict):
             raise ValueError(f"malformed spec node {node!r}")
         if "dict" in node:
-            return {k: go(v) for k, v in node["dict"]}
+            keys = node.get("keys")
+            if keys is None:  # every key a str (and records of ckpt 0.1, which kept no key types)
+                pairs = [(k, go(v)) for k, v in node["dict"]]
+            else:
+                if not isinstance(keys, list) or len(keys) != len(node["dict"]):
+                    raise ValueError("dict keys do not match its items")
+                pairs = [(decode_key(k), go(v)) for k, (_, v) in zip(keys, node["dict"])]
+            return collections.OrderedDict(pairs) if node.get("ordered") else dict(pairs)
         if "list" in node:
             return [go(v) for v in node["list"]]
         if "tuple" in node:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ._lock import LOCK_FILENAME
+from ._paths import local_path
 from .api import TEMPORARY_RE
 from .errors import CheckpointError, CheckpointNotFoundError
 from .format.bundle import BundleReader, check_bundle, index_filename
@@ -121,7 +122,7 @@ def verify(path: str | os.PathLike) -> VerifyReport:
         ...     print(problem)
         runs/exp1/ckpt-30.data-00000-of-00001: tensor 'model/w': checksum mismatch (stored 0x..., computed 0x...)
     """
-    target = os.fspath(path)
+    target = local_path(path, what="checkpoint")
     if os.path.isdir(target):
         return _verify_directory(target)
     prefix = resolve_checkpoint(target)

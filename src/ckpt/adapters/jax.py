@@ -30,11 +30,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from ..errors import DTypeNotSupportedError
+from ..errors import DTypeNotSupportedError, UnsupportedError
 from ..format import dtypes as _dtypes
 from ..tree import Context, Leaf
 
-__all__ = ["walk", "array_leaf"]
+__all__ = ["walk", "array_leaf", "from_loaded"]
 
 
 # Values being traced inside jax.jit / grad / vmap (looked up defensively: jax.core's exports keep changing).
@@ -139,3 +139,17 @@ def _weak(value: jax.Array) -> jax.Array:
     except ImportError:  # pragma: no cover - a JAX without the private helper
         return value
     return _convert_element_type(value, value.dtype, weak_type=True)
+
+
+def from_loaded(array: np.ndarray, name: str) -> jax.Array:
+    """``ckpt.load(framework="jax")``: a ``jax.Array`` on the default device holding ``array``'s exact values.
+
+    Refused rather than narrowed when JAX would change the dtype (64-bit types without ``jax_enable_x64``)."""
+    try:
+        value = jax.device_put(array)
+    except (TypeError, ValueError) as exc:
+        raise UnsupportedError(f"{name!r}: JAX cannot hold a {array.dtype} array ({exc})", key=name) from None
+    if value.dtype != array.dtype:
+        raise UnsupportedError(f"{name!r}: JAX would turn this {array.dtype} tensor into {value.dtype} (enable "
+                               "jax_enable_x64, or load it with framework='numpy')", key=name)
+    return value

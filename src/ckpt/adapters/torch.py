@@ -23,8 +23,9 @@ import ml_dtypes
 import numpy as np
 import torch
 
+from ..errors import UnsupportedError
 from ..tree import (Context, Group, GroupPlan, JsonValue, Leaf, _walk, find_spec, iter_spec_leaves, join,
-                    rebuild)
+                    key_name, rebuild)
 
 _SPECIAL = {  # torch dtypes NumPy has only through ml_dtypes: (numpy dtype, same-size integer torch dtype)
     torch.bfloat16: (np.dtype(ml_dtypes.bfloat16), torch.int16),
@@ -71,6 +72,15 @@ def from_numpy(array: np.ndarray) -> torch.Tensor:
             int_np = np.int16 if array.dtype.itemsize == 2 else np.uint8
             return torch.from_numpy(array.view(int_np)).view(special[0])
         return torch.from_numpy(array)
+
+
+def from_loaded(array: np.ndarray, name: str) -> torch.Tensor:
+    """``ckpt.load(framework="torch")``: a CPU tensor over ``array`` (a private copy: no further copy)."""
+    try:
+        return from_numpy(array)
+    except TypeError:
+        raise UnsupportedError(f"{name!r}: torch has no dtype for {array.dtype}; load it with framework='numpy'",
+                               key=name) from None
 
 
 # ----------------------------------------------------------------------------------------------- prescan
@@ -359,7 +369,7 @@ def _json_or_tensors(value: Any, where: str, ctx: Context) -> Any:
     if isinstance(value, torch.Tensor):
         return to_numpy(value)
     if isinstance(value, dict):
-        return {str(k): _json_or_tensors(v, join(where, str(k)), ctx) for k, v in value.items()}
+        return {k: _json_or_tensors(v, join(where, key_name(k)), ctx) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_json_or_tensors(v, join(where, str(i)), ctx) for i, v in enumerate(value)]
     return JsonValue(_jsonable(value, where, ctx))
@@ -394,4 +404,4 @@ def _to_torch(value: Any) -> Any:
     return value
 
 
-__all__ = ["walk", "prescan", "to_numpy", "from_numpy", "numpy_dtype", "tensor_leaf"]
+__all__ = ["walk", "prescan", "to_numpy", "from_numpy", "from_loaded", "numpy_dtype", "tensor_leaf"]

@@ -9,6 +9,7 @@ import traceback
 from collections.abc import Sequence
 
 from .. import __version__
+from .._paths import local_path
 from ..errors import CheckpointError
 from . import freeze as freeze_cmd
 from . import graph as graph_cmd
@@ -36,6 +37,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Arguments of the sub-commands that name files or directories (checked by ``local_path`` before running).
+PATH_ARGUMENTS = ("path", "src", "dst", "a", "b", "model", "graph", "checkpoint", "output", "html", "logdir", "save")
+
+
+def _local_paths(args: argparse.Namespace) -> None:
+    """Refuse URL paths (UnsupportedError) before a command reads or writes anything; strip ``file://``."""
+    for dest in PATH_ARGUMENTS:
+        value = getattr(args, dest, None)
+        if isinstance(value, str):
+            setattr(args, dest, local_path(value))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -43,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        _local_paths(args)
         return args.func(args)
     except CheckpointError as exc:
         if os.environ.get("CKPT_DEBUG"):
