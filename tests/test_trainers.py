@@ -50,3 +50,17 @@ def test_lightning_killed_and_resumed_matches_uninterrupted(tmp_path):
 
     names = ckpt.Reader(str(tmp_path / "b" / "last.ckpt" / "ckpt")).keys()
     assert any(n.startswith("state_dict/") for n in names) and any("optimizer_states" in n for n in names)
+
+
+@pytest.mark.slow
+def test_keras_killed_and_resumed_matches_uninterrupted(tmp_path):
+    pytest.importorskip("keras")
+    pytest.importorskip("tensorflow")
+    _child("keras_run.py", tmp_path / "a", tmp_path / "plain.npz", "plain")
+    _child("keras_run.py", tmp_path / "b", tmp_path / "never.npz", "kill", expect=3)
+    import ckpt
+
+    assert ckpt.Manager(tmp_path / "b").all_steps() == [5]  # the end of epoch 1 (5 batches)
+    _child("keras_run.py", tmp_path / "b", tmp_path / "resumed.npz", "resume")
+    _same(tmp_path / "plain.npz", tmp_path / "resumed.npz")
+    assert int(np.load(tmp_path / "resumed.npz")["iterations"]) == 15
