@@ -64,3 +64,17 @@ def test_keras_killed_and_resumed_matches_uninterrupted(tmp_path):
     _child("keras_run.py", tmp_path / "b", tmp_path / "resumed.npz", "resume")
     _same(tmp_path / "plain.npz", tmp_path / "resumed.npz")
     assert int(np.load(tmp_path / "resumed.npz")["iterations"]) == 15
+
+
+@pytest.mark.slow
+def test_huggingface_trainer_killed_and_resumed_matches_uninterrupted(tmp_path):
+    pytest.importorskip("transformers")
+    _child("hf_run.py", tmp_path / "a", tmp_path / "plain.npz", "plain")
+    _child("hf_run.py", tmp_path / "b", tmp_path / "never.npz", "kill", expect=3)
+    checkpoint = tmp_path / "b" / "checkpoint-6"  # saved every 3 steps; killed at step 7, mid-epoch 2
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["checkpoint-3", "checkpoint-6"]
+    files = os.listdir(checkpoint)
+    assert "ckpt.index" in files and "trainer_state.json" in files
+    assert not {"optimizer.pt", "scheduler.pt", "rng_state.pth"} & set(files)
+    _child("hf_run.py", tmp_path / "b", tmp_path / "resumed.npz", "resume")
+    _same(tmp_path / "plain.npz", tmp_path / "resumed.npz")
