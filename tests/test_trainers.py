@@ -78,3 +78,11 @@ def test_huggingface_trainer_killed_and_resumed_matches_uninterrupted(tmp_path):
     assert not {"optimizer.pt", "scheduler.pt", "rng_state.pth"} & set(files)
     _child("hf_run.py", tmp_path / "b", tmp_path / "resumed.npz", "resume")
     _same(tmp_path / "plain.npz", tmp_path / "resumed.npz")
+
+
+def test_import_ckpt_imports_no_trainer():
+    code = ("import sys, ckpt, ckpt.summary; "
+            "bad = [m for m in ('lightning', 'transformers', 'accelerate', 'keras', 'tensorflow', 'torch', "
+            "'tensorboardX', 'PIL') if m in sys.modules]; assert not bad, bad; "
+            "assert ckpt.summary.SummaryWriter")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": SRC})
