@@ -43,6 +43,18 @@ __all__ = [
 ]
 
 
+_LAZY = ("summary", "lightning", "huggingface", "keras")
+
+
+def __getattr__(name: str):
+    """``ckpt.summary``, ``ckpt.lightning``, ``ckpt.huggingface``, ``ckpt.keras``: imported on first use."""
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'ckpt' has no attribute {name!r}")
+
+
 def latest(directory, *, verify: bool = False) -> str | None:
     """The newest complete checkpoint prefix in ``directory`` (TensorFlow's ``latest_checkpoint``), or None.
 

@@ -205,6 +205,9 @@ class Manager:
             background save is raised by the next ``save``, by :meth:`wait` or by :meth:`close`, never
             swallowed. ``ckpt.wait()`` waits for every manager; interpreter exit completes pending saves. The
             ``checkpoint`` state file and ``latest`` move to the new checkpoint only once it is committed.
+        log_dir: Log each committed save as TensorBoard scalars (``ckpt/save_seconds``, ``ckpt/save_bytes`` and
+            ``ckpt/<best_metric>``) into this directory; ``True`` means ``directory/logs``. See
+            :mod:`ckpt.summary._manager`.
 
     Raises:
         ValueError: an option is invalid or options conflict (the message names them).
@@ -224,7 +227,8 @@ class Manager:
                  save_interval_steps: int | None = None, save_interval_secs: float | None = None,
                  rng: bool = True, sync: bool = True, clock: Callable[[], float] = time.time,
                  keep: KeepPolicy | None = None, save_policy: SavePolicy | None = None,
-                 lock_timeout: float | None = None, async_save: bool = False) -> None:
+                 lock_timeout: float | None = None, async_save: bool = False,
+                 log_dir: str | os.PathLike | bool | None = None) -> None:
         if not isinstance(name, str) or not name or _NAME_BAD.search(name) or TMP_MARKER in name \
                 or name in (".", ".."):
             raise ValueError(f"`name` must be a plain file name stem (no path separators, no {TMP_MARKER!r}), "
@@ -299,6 +303,11 @@ class Manager:
         self.rng = rng
         self.sync = sync
         self.clock = clock
+        self._log = None
+        if log_dir is not None and log_dir is not False:
+            from .summary._manager import SaveLog
+
+            self._log = SaveLog(os.path.join(self.directory, "logs") if log_dir is True else os.fspath(log_dir))
         #: The tree returned by the last ``restore_or_initialize`` that restored something (None otherwise); the
         #: only way to get restored immutable values such as JAX arrays.
         self.restored: Any = None
@@ -455,6 +464,7 @@ class Manager:
                      metadata: Mapping[str, Any] | None, force: bool, write_meta=None, *, now: float | None = None,
                      prepared: tuple[Any, Any] | None = None) -> str | None:
         now = float(self.clock()) if now is None else now
+        started = time.perf_counter()
         self._load_record()  # another process may have saved since
         self._sweep()
         prefix = self.prefix_for(step)
@@ -491,6 +501,8 @@ class Manager:
         preserved = self._preserved - {step}  # a replaced checkpoint is a new checkpoint
         self._retain(infos, preserved, protect=step, now=now)
         self._damaged.discard(step)
+        if self._log is not None:
+            self._log.saved(step, prefix, time.perf_counter() - started, metrics, self.best_metric, now)
         return prefix
 
     def _retain(self, infos: dict[int, CheckpointInfo], preserved: set[int], *, protect: int, now: float) -> None:
@@ -682,7 +694,11 @@ class Manager:
         """Finish pending work (raising the error of a failed asynchronous save); later ``save`` and ``delete``
         calls raise. Restoring still works."""
         self._closed = True
-        self.wait()
+        try:
+            self.wait()
+        finally:
+            if self._log is not None:
+                self._log.close()
 
     def __enter__(self) -> Manager:
         return self

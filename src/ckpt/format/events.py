@@ -47,8 +47,11 @@ def looks_like_records(buf: bytes) -> bool:
     return unmask(masked) == crc32c(buf[:8]) and length <= MAX_RECORD_BYTES
 
 
-def read_records(buf: bytes, *, path: str = "<bytes>") -> Iterator[bytes]:
+def read_records(buf: bytes, *, path: str = "<bytes>", truncated_ok: bool = False) -> Iterator[bytes]:
     """Yield the payload of each record in ``buf``, checking both CRCs.
+
+    With ``truncated_ok``, a last record cut short (a file still being written) ends the iteration quietly; a bad
+    CRC anywhere is still an error.
 
     Raises:
         CorruptCheckpointError: a truncated record or a length beyond the end of the buffer.
@@ -57,6 +60,8 @@ def read_records(buf: bytes, *, path: str = "<bytes>") -> Iterator[bytes]:
     pos, end = 0, len(buf)
     while pos < end:
         if end - pos < _HEADER.size:
+            if truncated_ok:
+                return
             raise CorruptCheckpointError(f"{path}: truncated record header at byte {pos}", path=path, offset=pos,
                                          expected=_HEADER.size, found=end - pos)
         length, masked = _HEADER.unpack_from(buf, pos)
@@ -64,6 +69,8 @@ def read_records(buf: bytes, *, path: str = "<bytes>") -> Iterator[bytes]:
             raise ChecksumMismatchError(f"{path}: corrupted record length at byte {pos}", path=path, offset=pos)
         start = pos + _HEADER.size
         if length > end - start - _FOOTER.size:
+            if truncated_ok:
+                return
             raise CorruptCheckpointError(
                 f"{path}: record at byte {pos} claims {length} bytes but only {max(end - start - 4, 0)} remain",
                 path=path, offset=pos, expected=length, found=max(end - start - 4, 0))
