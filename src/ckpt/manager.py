@@ -8,7 +8,8 @@ Design, in the order a save happens:
 1. **Sweep.** Leftovers of interrupted saves are removed: temporary files (``*.tmp-<8 hex digits>``, which only a
    ckpt save that died can have left while nobody holds the lock), and ``{name}-{step}.data-*`` files whose
    ``.index`` is missing (a checkpoint exists iff its ``.index`` does, because the index is renamed into place
-   last). Record entries whose
+   last), but only of steps the record lists or marks ``unfinished`` (a save records the step it is about to
+   write before writing it): any other such file may be another tool's, half copied. Record entries whose
    ``.index`` was deleted by hand are dropped. Complete ``{name}-{step}`` checkpoints that the record does not list
    but whose own metadata says this manager wrote them (a crash between writing a checkpoint and recording it) are
    adopted back into the record.
@@ -160,7 +161,7 @@ class Manager:
     **Retention.** The keyword options become keep policies (``ckpt.policies``), and a checkpoint is kept if *any*
     of them keeps it:
 
-    * ``max_to_keep=N`` → ``KeepLast(N)``: the N newest (highest-step) checkpoints. Checkpoints kept by the other
+    * ``max_to_keep=N`` → ``KeepLast(N)``: the N newest (most recently committed) checkpoints. Checkpoints kept by the other
       policies do not count toward N: they are kept *in addition to* the N newest. ``max_to_keep=None`` keeps
       every checkpoint.
     * ``keep_every_n_hours=H`` → ``KeepEveryNHours(H)``: TensorFlow 2's rule. Going through the checkpoints oldest
@@ -175,9 +176,11 @@ class Manager:
       tie the newer checkpoint wins.
     * The newest checkpoint is never deleted, nor is the one a save just wrote.
 
-    Checkpoints are ordered by step: "newest" and ``latest`` mean the highest step (saving a lower step, e.g.
-    after restoring an older checkpoint, is allowed; that checkpoint survives its own save and is then judged
-    like the others).
+    **Rewinding.** Checkpoints are ordered by commit: "newest" and ``latest`` mean the checkpoint saved last, as in
+    TensorFlow's ``checkpoint`` state file, not the highest step. After a rewind (steps 1-5 saved, then
+    ``save(4, force=True)``, or any save of a lower step), ``latest``, ``ckpt.latest`` and
+    ``restore_or_initialize`` give that step; the higher steps stay, as older checkpoints that retention judges in
+    commit order, and a later save of one of them (the rewound run reaching it) replaces it without ``force``.
 
     ``keep=`` takes any keep policy instead (it replaces ``max_to_keep`` and cannot be combined with
     ``keep_every_n_hours``, ``keep_every_n_steps`` or ``keep_best``), e.g.
