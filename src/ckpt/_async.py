@@ -86,6 +86,16 @@ class AsyncSaver:
         if error is not None:
             raise error
 
+    def close(self) -> None:
+        """Wait for the save in flight (raising its error), then drop the snapshot buffers and stop being waited
+        for by :func:`wait_all` and at exit. The saver can still be waited for (it returns at once)."""
+        try:
+            self.wait()
+        finally:
+            self.buffers = {}
+            with _SAVERS_LOCK:
+                _SAVERS.discard(self)
+
 
 def wait_all() -> None:
     """Wait for every pending asynchronous save; raise the first error (after waiting for all of them)."""

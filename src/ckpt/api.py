@@ -28,10 +28,11 @@ from typing import Any, Union
 
 import numpy as np
 
-from . import _async, _fs, _rng, _seam, tree
+from . import _async, _fs, _json, _rng, _seam, tree
 from ._lock import DirectoryLock, check_timeout
 from ._paths import local_path
-from .errors import CheckpointError, InvalidStateError, StateMismatchError, UnsupportedError
+from .errors import (CheckpointError, CorruptCheckpointError, InvalidStateError, StateMismatchError,
+                     UnsupportedError)
 from .format.bundle import BundleWriter, data_filename, index_filename
 from .format.state_file import STATE_FILENAME, CheckpointState, read_state, resolve, write_state
 from .reader import METADATA_KEY, Reader
@@ -146,9 +147,15 @@ def _plan(state: Any, *, metadata: Mapping[str, Any] | None, rng: bool,
         record["tree"] = walked.spec
         record["format"] = RECORD_FORMAT
         try:
-            return _Plan(walked, json.dumps(record, sort_keys=True).encode("utf-8"))
-        except (TypeError, ValueError) as exc:
+            encoded = json.dumps(record, sort_keys=True).encode("utf-8")
+        except (TypeError, ValueError, RecursionError) as exc:
             raise InvalidStateError(f"metadata must be JSON-serialisable: {exc}") from None
+        # What loading would refuse is refused here, before anything is written.
+        if len(encoded) > _json.MAX_BYTES or _json.depth(encoded) > _json.MAX_DEPTH:
+            raise InvalidStateError(f"the state and metadata are nested too deeply or too large to record (at most "
+                                    f"{_json.MAX_DEPTH} levels of JSON, {_json.MAX_BYTES} bytes; a container level "
+                                    f"of the state takes two)")
+        return _Plan(walked, encoded)
     return _Plan(walked, None)
 
 
@@ -249,7 +256,7 @@ def wait() -> None:
 #: Temporary files of a checkpoint save (data, index, ``.meta``, state file, manager record), as
 #: ``_fs.temporary_name`` names them.
 TEMPORARY_RE = re.compile(
-    r"^(?:.+\.index|.+\.data-\d{5}-of-\d{5}|.+\.meta|checkpoint|.+\.manager\.json)\.tmp-[0-9A-Za-z]+$")
+    r"^(?:.+\.index|.+\.data-\d{5}-of-\d{5}|.+\.meta|checkpoint|.+\.manager\.json)\.tmp-[0-9a-f]{8}$")
 
 
 def sweep_temporaries(directory: str, stem: str) -> list[str]:
@@ -261,7 +268,7 @@ def sweep_temporaries(directory: str, stem: str) -> list[str]:
     another tool); so are state-file temporaries not named exactly as ckpt names them. Returns the names deleted.
     """
     mine = re.compile(rf"^(?:{re.escape(stem)}(?:-\d+)?\.(?:index|data-\d{{5}}-of-\d{{5}}|meta)|"
-                      rf"{re.escape(stem)}\.manager\.json)\.tmp-[0-9A-Za-z]+$|^checkpoint\.tmp-[0-9a-f]{{8}}$")
+                      rf"{re.escape(stem)}\.manager\.json)\.tmp-[0-9a-f]{{8}}$|^checkpoint\.tmp-[0-9a-f]{{8}}$")
     removed = []
     try:
         names = os.listdir(directory)
@@ -773,6 +780,15 @@ def _restore(path: str | os.PathLike, into: Any, *, map: NameMap | None, strict:
                                      path=reader.prefix, missing=missing, unexpected=unexpected,
                                      mismatched=mismatched)
 
+        put_back_rng = None
+        if rng and "rng" in record:
+            try:  # checked and decoded before any target is touched
+                put_back_rng = _rng.prepare(record["rng"])
+            except ValueError as exc:
+                raise CorruptCheckpointError(f"{reader.prefix}: malformed ckpt metadata ({exc}); nothing was "
+                                             f"changed (pass rng=False to restore without it)",
+                                             path=reader.prefix, key=METADATA_KEY) from None
+
         def read(state_name: str) -> np.ndarray:
             return reader[to_ckpt[state_name]]
 
@@ -788,8 +804,8 @@ def _restore(path: str | os.PathLike, into: Any, *, map: NameMap | None, strict:
         reader.read_many_into(into)  # one batch: adjacent tensors share system calls, checksums overlap reads
         for plan in plans:
             plan.apply(read)
-        if rng and "rng" in record:
-            _rng.restore(record["rng"])
+        if put_back_rng is not None:
+            put_back_rng()
         result = walked.rebuild()
     if strict:
         return result

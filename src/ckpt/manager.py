@@ -8,7 +8,8 @@ Design, in the order a save happens:
 1. **Sweep.** Leftovers of interrupted saves are removed: temporary files (``*.tmp-<8 hex digits>``, which only a
    ckpt save that died can have left while nobody holds the lock), and ``{name}-{step}.data-*`` files whose
    ``.index`` is missing (a checkpoint exists iff its ``.index`` does, because the index is renamed into place
-   last). Record entries whose
+   last), but only of steps the record lists or marks ``unfinished`` (a save records the step it is about to
+   write before writing it): any other such file may be another tool's, half copied. Record entries whose
    ``.index`` was deleted by hand are dropped. Complete ``{name}-{step}`` checkpoints that the record does not list
    but whose own metadata says this manager wrote them (a crash between writing a checkpoint and recording it) are
    adopted back into the record.
@@ -32,20 +33,24 @@ other managers (other ``name``) in the same directory, or paths the record file 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
 import os
 import re
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import numpy as np
 
-from . import _async, _fs, api
+from . import _async, _fs, _preemption, _rng, api
 from ._lock import DirectoryLock, check_timeout
 from ._paths import local_path
 from .errors import (CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, CorruptCheckpointWarning,
@@ -112,6 +117,34 @@ def _check_metrics(metrics: Mapping[str, Any] | None) -> dict[str, float] | None
     return out
 
 
+def _exclusive(method):
+    """A public Manager method that a preemption signal must not interrupt with a save of its own.
+
+    Python runs signal handlers in the main thread between bytecodes, so a handler that saved there could re-enter
+    a save half done (its snapshot buffers, the directory lock). While the main thread is inside such a method, a
+    preemption signal is only noted, and acted on when the outermost one returns; a handler that finds another
+    thread inside waits for it (``_busy`` is held for the whole call).
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._busy:
+            if not self._depth:
+                self._holder = threading.get_ident()
+            self._depth += 1
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self._depth -= 1
+                if not self._depth:
+                    self._holder = None
+                    pending, self._preempt_pending = self._preempt_pending, None
+                    if pending is not None:
+                        self._on_preemption(*pending)
+
+    return wrapper
+
+
 def _check_step(step: Any) -> int:
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         raise TypeError(f"step must be a non-negative int, not {step!r}")
@@ -129,7 +162,7 @@ class Manager:
     **Retention.** The keyword options become keep policies (``ckpt.policies``), and a checkpoint is kept if *any*
     of them keeps it:
 
-    * ``max_to_keep=N`` → ``KeepLast(N)``: the N newest (highest-step) checkpoints. Checkpoints kept by the other
+    * ``max_to_keep=N`` → ``KeepLast(N)``: the N newest (most recently committed) checkpoints. Checkpoints kept by the other
       policies do not count toward N: they are kept *in addition to* the N newest. ``max_to_keep=None`` keeps
       every checkpoint.
     * ``keep_every_n_hours=H`` → ``KeepEveryNHours(H)``: TensorFlow 2's rule. Going through the checkpoints oldest
@@ -144,9 +177,11 @@ class Manager:
       tie the newer checkpoint wins.
     * The newest checkpoint is never deleted, nor is the one a save just wrote.
 
-    Checkpoints are ordered by step: "newest" and ``latest`` mean the highest step (saving a lower step, e.g.
-    after restoring an older checkpoint, is allowed; that checkpoint survives its own save and is then judged
-    like the others).
+    **Rewinding.** Checkpoints are ordered by commit: "newest" and ``latest`` mean the checkpoint saved last, as in
+    TensorFlow's ``checkpoint`` state file, not the highest step. After a rewind (steps 1-5 saved, then
+    ``save(4, force=True)``, or any save of a lower step), ``latest``, ``ckpt.latest`` and
+    ``restore_or_initialize`` give that step; the higher steps stay, as older checkpoints that retention judges in
+    commit order, and a later save of one of them (the rewound run reaching it) replaces it without ``force``.
 
     ``keep=`` takes any keep policy instead (it replaces ``max_to_keep`` and cannot be combined with
     ``keep_every_n_hours``, ``keep_every_n_steps`` or ``keep_best``), e.g.
@@ -318,6 +353,18 @@ class Manager:
         self._preserved: set[int] = set()
         self._foreign: set[tuple[str, int, int]] = set()  # {name}-{step} files known not to be ours
         self._damaged: set[int] = set()  # steps a restore skipped because they did not verify
+        # Steps not (or no longer) in the record whose data files are this manager's, per the record: the step a
+        # save is writing, a deletion that could not remove every file. The sweep may delete those.
+        self._unfinished: set[int] = set()
+        self._busy = threading.RLock()  # held by public methods (see _exclusive); with the two below
+        self._depth, self._holder = 0, None
+        self._preemption: _preemption.Handlers | None = None  # installed by handle_preemption()
+        self._preempt_save: Callable[[], tuple[int, Any]] | None = None
+        self._preempt_exit = True
+        self._preempt_pending: tuple[int, FrameType | None] | None = None  # a signal noted while busy
+        self._preempt_error: BaseException | None = None  # raised by the next wait() (exit=False)
+        self._handling = False
+        self._reached = False
         self._meta_written = False  # PREFIX.meta is written on the first save given a graph (write_meta_graph)
         _fs.makedirs(self.directory)
         self._step_re = re.compile(rf"^{re.escape(name)}-(\d+)\.(.+)$")
@@ -341,9 +388,8 @@ class Manager:
 
     @property
     def checkpoints(self) -> list[CheckpointInfo]:
-        """This manager's checkpoints, oldest (lowest step) first."""
-        infos = self._infos  # read once: an asynchronous save's thread replaces the dict (never changes it)
-        return [infos[s] for s in sorted(infos)]
+        """This manager's checkpoints in the order they were committed, oldest first (the last is ``latest``)."""
+        return list(self._infos.values())  # read once: an asynchronous save's thread replaces the dict (never changes it)
 
     def all_steps(self) -> list[int]:
         """The steps of this manager's checkpoints, ascending."""
@@ -351,14 +397,16 @@ class Manager:
 
     @property
     def latest_step(self) -> int | None:
-        """The highest saved step, or None."""
-        return max(self._infos, default=None)
+        """The step of the most recently committed checkpoint (not always the highest step: see "Rewinding"), or
+        None."""
+        return next(reversed(self._infos), None)
 
     @property
     def latest(self) -> str | None:
-        """The prefix of the newest checkpoint, or None."""
+        """The prefix of the most recently committed checkpoint (what the ``checkpoint`` state file names), or
+        None."""
         infos = self._infos  # read once, as in ``checkpoints``
-        step = max(infos, default=None)
+        step = next(reversed(infos), None)
         return None if step is None else infos[step].prefix
 
     @property
@@ -375,10 +423,15 @@ class Manager:
         """Whether ``save(step, ...)`` would write a checkpoint now (False if ``step`` is already saved)."""
         return self._should_save(_check_step(step), float(self.clock()))
 
+    def _abandoned(self, step: int) -> bool:
+        """Whether ``step`` is a checkpoint above the latest one: left behind by a rewind, replaced when saved."""
+        latest = self.latest_step
+        return step in self._infos and latest is not None and step > latest
+
     def _should_save(self, step: int, now: float) -> bool:
-        if step in self._infos:
+        if step in self._infos and not self._abandoned(step):
             return False
-        if self.save_policy is None:
+        if self.save_policy is None or self._reached:  # after a preemption signal, every save saves
             return True
         return bool(self.save_policy.should_save(step, self.checkpoints, context=SaveContext(now=now)))
 
@@ -388,6 +441,7 @@ class Manager:
 
     # ------------------------------------------------------------------ saving
 
+    @_exclusive
     def save(self, step: int, state: Any, *, metrics: Mapping[str, float] | None = None,
              metadata: Mapping[str, Any] | None = None, force: bool = False, graph: Any = None,
              write_meta_graph: bool | None = None) -> str | None:
@@ -440,7 +494,7 @@ class Manager:
         """Decide and snapshot now; write, commit and apply retention in the background."""
         now = float(self.clock())
         prefix = self.prefix_for(step)
-        if step in self._infos and not force and step not in self._damaged:
+        if step in self._infos and not force and step not in self._damaged and not self._abandoned(step):
             raise CheckpointError(f"step {step} is already saved at {prefix}; pass force=True to replace it",
                                   path=prefix)
         if not force and not self._should_save(step, now):
@@ -470,14 +524,22 @@ class Manager:
         prefix = self.prefix_for(step)
         if step in self._damaged and step in self._infos:
             force = True  # restore skipped it as damaged: a new save of this step replaces it
-        if step in self._infos and not force:
+        if step in self._infos and not force and not self._abandoned(step):
             raise CheckpointError(f"step {step} is already saved at {prefix}; pass force=True to replace it",
                                   path=prefix)
-        if step not in self._infos and os.path.lexists(index_filename(prefix)) and not force:
-            raise CheckpointError(f"{prefix} exists but was not written by this manager; pass force=True to "
-                                  f"replace it, or use another `name`", path=prefix)
+        if step not in self._infos and not force and self._foreign_files(step):
+            raise CheckpointError(f"{prefix} exists but was not written by this manager "
+                                  f"({', '.join(self._foreign_files(step))}); pass force=True to replace it, or "
+                                  f"use another `name`", path=prefix)
         if not force and prepared is None and not self._should_save(step, now):
             return None  # (an asynchronous save decided when it was requested)
+        if step not in self._infos:
+            # The record says which step is being written before any of its files can appear under their final
+            # names: a crash between the data and index renames leaves data files that the sweep can prove are
+            # ours (every other {name}-{step}.data-* without an index may be another tool's, half copied).
+            self._write_record(self.checkpoints, self._preserved, self._last_preserved,
+                               unfinished=self._unfinished | {step})
+            self._unfinished.add(step)
         try:
             if prepared is None:
                 api.write_checkpoint(state, prefix, metadata=metadata, rng=self.rng, sync=self.sync,
@@ -488,6 +550,7 @@ class Manager:
                     api._write_planned(prepared[0], prefix, num_shards=1, sync=self.sync, arrays=prepared[1])
         except BaseException:
             self._sweep_files()  # whatever a failing writer left behind
+            self._unmark(step)
             raise
         try:
             if write_meta is not None:
@@ -495,10 +558,12 @@ class Manager:
         except BaseException:
             api._remove_checkpoint(prefix, 1, meta=True)
             self._sweep_files()  # whatever a failing writer left behind
+            self._unmark(step)
             raise
         infos = dict(self._infos)
+        infos.pop(step, None)  # a replaced checkpoint is a new checkpoint: the newest, committed last
         infos[step] = CheckpointInfo(step, prefix, now, metrics)
-        preserved = self._preserved - {step}  # a replaced checkpoint is a new checkpoint
+        preserved = self._preserved - {step}
         self._retain(infos, preserved, protect=step, now=now)
         self._damaged.discard(step)
         if self._log is not None:
@@ -511,7 +576,7 @@ class Manager:
         Nothing in memory changes until the state file and the record are written, so a save that fails before
         that leaves the manager as it was.
         """
-        ordered = [infos[s] for s in sorted(infos)]
+        ordered = list(infos.values())  # commit order: the newest last
         last_preserved = self._last_preserved
         context = KeepContext(now=now, last_preserved=last_preserved, preserved=frozenset(preserved))
         keep = _answer(self.keep_policy, self.keep_policy.keep(ordered, context=context), len(ordered))
@@ -533,14 +598,17 @@ class Manager:
         if not doomed:
             return
         # The save is committed (and durable): from here on, failures are logged and retried by the next save.
+        left = set()  # deleted steps with data files that could not be removed: still ours, for the next sweep
         for step in doomed:
             logger.info("ckpt.Manager: deleting %s (kept by no policy of %r)", infos[step].prefix, self.keep_policy)
             if self._delete_files(step):
                 infos.pop(step)
+                if self._data_files(step):
+                    left.add(step)
         try:
             if self.sync:
                 _fs.fsync_dir(self.directory)
-            self._commit(infos, preserved, last_preserved)
+            self._commit(infos, preserved, last_preserved, self._unfinished | left)
         except OSError as exc:
             logger.warning("ckpt.Manager: could not record the deletion of old checkpoints in %s (%s); the next "
                            "save will", self.directory, exc)
@@ -551,20 +619,26 @@ class Manager:
         and the next sweep forgets)."""
         self._delete_files(step)
         infos = {s: info for s, info in self._infos.items() if s != step}  # a replaced step is gone as well
+        unfinished = {s for s in self._unfinished | {step} if s not in infos and self._data_files(s)}
         try:
-            self._commit(infos, self._preserved, self._last_preserved)
+            self._commit(infos, self._preserved, self._last_preserved, unfinished)
         except Exception as exc:  # noqa: BLE001 - already handling the original error
             logger.warning("ckpt.Manager: could not restore the state file and record of %s after a failed save "
                            "(%s); the next save will", self.directory, exc)
 
-    def _commit(self, infos: dict[int, CheckpointInfo], preserved: set[int], last_preserved: float) -> None:
-        """Write the state file, then the record, then adopt the new history in memory."""
-        ordered = [infos[s] for s in sorted(infos)]
+    def _commit(self, infos: dict[int, CheckpointInfo], preserved: set[int], last_preserved: float,
+                unfinished: set[int] | None = None) -> None:
+        """Write the state file, then the record, then adopt the new history in memory. ``unfinished`` (default:
+        those not committed now) replaces the steps whose leftovers are ours."""
+        ordered = list(infos.values())
         preserved = {s for s in preserved if s in infos}
+        unfinished = self._unfinished - set(infos) if unfinished is None else set(unfinished)
         self._write_state(ordered, last_preserved)
-        self._write_record(ordered, preserved, last_preserved)
+        self._write_record(ordered, preserved, last_preserved, unfinished=unfinished)
         self._infos, self._preserved, self._last_preserved = dict(infos), preserved, last_preserved
+        self._unfinished = unfinished
 
+    @_exclusive
     def delete(self, step: int) -> None:
         """Delete checkpoint ``step`` (even one preserved forever) and forget it.
 
@@ -586,7 +660,8 @@ class Manager:
                 _fs.fsync_dir(self.directory)
             infos = dict(self._infos)
             del infos[step]
-            self._commit(infos, self._preserved, self._last_preserved)
+            left = {step} if self._data_files(step) else set()  # removed by the next sweep
+            self._commit(infos, self._preserved, self._last_preserved, self._unfinished | left)
 
     def _delete_files(self, step: int) -> bool:
         """Remove checkpoint ``step``: ``.index`` first (it stops existing), then ``.data-*``, then ``.meta``.
@@ -614,6 +689,7 @@ class Manager:
 
     # ------------------------------------------------------------------ restoring
 
+    @_exclusive
     def restore(self, into: Any, step: int | None = None, *, map: api.NameMap | None = None,
                 strict: bool = True) -> Any:
         """Restore checkpoint ``step`` (default: the newest that verifies) into ``into``, as ``ckpt.restore`` does.
@@ -642,6 +718,7 @@ class Manager:
             prefix = self._infos[step].prefix
         return api.restore(prefix, into, map=map, strict=strict, rng=self.rng)
 
+    @_exclusive
     def restore_or_initialize(self, into: Any, init_fn: Callable[[], Any] | None = None) -> int | None:
         """Restore the newest checkpoint into ``into`` (in place) if there is one, else call ``init_fn()``.
 
@@ -670,6 +747,10 @@ class Manager:
         skipped = []
         for info in reversed(infos):
             result = check_bundle(info.prefix)
+            if result.ok and (problem := self._record_problem(info.prefix)) is not None:
+                skipped.append((info.prefix, problem))
+                self._damaged.add(info.step)
+                continue
             if result.ok:
                 if skipped:
                     message = (f"ckpt.Manager: skipped damaged checkpoint(s) {_describe(skipped)}; restoring "
@@ -682,23 +763,150 @@ class Manager:
                                      f"{_describe(skipped)}; run `ckpt verify {self.directory}` for details",
                                      path=self.directory)
 
+    def _record_problem(self, prefix: str) -> CheckpointError | None:
+        """What is wrong with the ckpt record of a checkpoint whose data verified (None: nothing), as restoring it
+        would find it: malformed, too deep or too large, or a random state that cannot be put back."""
+        try:
+            with Reader(prefix) as reader:
+                record = reader.record
+            if self.rng and "rng" in record:
+                _rng.prepare(record["rng"])
+        except CheckpointError as exc:
+            return exc
+        except ValueError as exc:
+            return CorruptCheckpointError(f"{prefix}: malformed ckpt metadata ({exc})", path=prefix)
+        return None
+
     # ------------------------------------------------------------------ lifecycle
 
+    @_exclusive
     def wait(self) -> None:
         """Wait until the pending asynchronous save (``async_save=True``) is committed; raise its error if it
         failed (each error is raised once). Returns at once for synchronous managers."""
+        error, self._preempt_error = self._preempt_error, None
+        if error is not None:
+            raise error
         if self._saver is not None:
             self._saver.wait()
 
+    @_exclusive
     def close(self) -> None:
-        """Finish pending work (raising the error of a failed asynchronous save); later ``save`` and ``delete``
-        calls raise. Restoring still works."""
-        self._closed = True
+        """Wait for the pending asynchronous save (raising its error if it failed), uninstall the preemption
+        handlers and release the snapshot buffers. Later ``save`` and ``delete`` calls raise; restoring still
+        works. Calling it again does nothing. ``with Manager(...) as manager:`` closes on leaving the block."""
         try:
             self.wait()
         finally:
+            self._closed = True
+            if self._preemption is not None:
+                self._preemption.uninstall()
+                self._preemption = None
+            if self._saver is not None:
+                self._saver.close()
             if self._log is not None:
                 self._log.close()
+
+    # ------------------------------------------------------------------ preemption
+
+    def handle_preemption(self, save: Callable[[], tuple[int, Any]] | None = None, *,
+                          signals: Sequence[int] = _preemption.DEFAULT_SIGNALS, exit: bool = True) -> None:
+        """Handle the signals a scheduler sends before it stops the job (opt-in; nothing is installed otherwise).
+
+        On SIGTERM or SIGUSR1 (``signals``), in this order:
+
+        1. The save in flight (``async_save=True``) is finished and committed. If a save of this manager was
+           running in the main thread when the signal came, it completes first: the handler acts when it returns.
+        2. With ``save``, ``step, state = save()`` is called and saved at once (``force=True``: whatever the save
+           policy says), unless that step is already the latest checkpoint.
+        3. A warning (logger ``ckpt.manager``) says what was saved, and what failed if anything did.
+        4. With ``exit=True`` (default), every other pending asynchronous save of the process is finished too,
+           and the signal goes on to the handler installed before: by default the process then ends by the signal
+           (exit status 143 for SIGTERM, 138 for SIGUSR1), as it would have without ckpt; a Python handler is
+           called; an ignored signal stays ignored. With ``exit=False`` the process continues (a previous
+           Python handler is still called): the training loop sees :attr:`reached_preemption` and stops itself,
+           and every later :meth:`save` saves, whatever the save policy says (as Orbax does).
+
+        A repeated signal while this runs is ignored. An error (of the save in flight, of ``save()``) is logged;
+        with ``exit=False`` it is also raised by the next :meth:`wait` / :meth:`save`. :meth:`close` puts the
+        previous handlers back. Call from the main thread (Python installs signal handlers only there).
+
+        Args:
+            save: Returns ``(step, state)`` to save now (e.g. ``lambda: (step, {"model": net, "opt": opt})``);
+                None: only finish the save in flight.
+            signals: The signal numbers to handle.
+            exit: Pass the signal on to the previous handler (by default: end the process) once saved.
+
+        Raises:
+            ValueError: a bad signal, or not called from the main thread.
+            CheckpointError: the manager is closed.
+        """
+        self._check_open()
+        if save is not None and not callable(save):
+            raise TypeError(f"`save` must be a callable returning (step, state), not {save!r}")
+        signals = _preemption.check_signals(signals)
+        if self._preemption is not None:
+            self._preemption.uninstall()
+            self._preemption = None
+        self._preempt_save, self._preempt_exit = save, bool(exit)
+        self._preemption = _preemption.Handlers(signals, self._preempted)
+
+    @property
+    def reached_preemption(self) -> bool:
+        """True once a signal handled by :meth:`handle_preemption` arrived."""
+        return self._reached
+
+    def _preempted(self, signum: int, frame: FrameType | None) -> None:
+        """The signal handler (main thread)."""
+        self._reached = True
+        if self._handling:
+            logger.warning("ckpt.Manager: %s again while handling the last one; ignored", _signal_name(signum))
+            return
+        if self._depth and self._holder == threading.get_ident():
+            self._preempt_pending = (signum, frame)  # this thread is inside a save: act when it returns
+            return
+        self._on_preemption(signum, frame)
+
+    @_exclusive
+    def _on_preemption(self, signum: int, frame: FrameType | None) -> None:
+        name = _signal_name(signum)
+        handlers, errors, done = self._preemption, [], []
+        self._handling = True
+        try:
+            try:
+                if self._saver is not None and self._saver.pending:
+                    logger.warning("ckpt.Manager: %s: finishing the save in flight in %s", name, self.directory)
+                self.wait()
+            except Exception as exc:  # noqa: BLE001 - reported below; the process may be about to end
+                errors.append(("the save in flight", exc))
+            if self._preempt_save is not None and not self._closed:
+                try:
+                    step, state = self._preempt_save()
+                    step = _check_step(step)
+                    if step == self.latest_step:
+                        done.append(f"step {step} was already saved")
+                    else:
+                        prefix = self.save(step, state, force=True)
+                        self.wait()
+                        done.append(f"saved step {step} to {prefix}")
+                except Exception as exc:  # noqa: BLE001
+                    errors.append(("the save on preemption", exc))
+            if self._preempt_exit:
+                try:
+                    _async.wait_all()  # every other asynchronous save of the process, before it ends
+                except Exception as exc:  # noqa: BLE001
+                    errors.append(("another asynchronous save", exc))
+        finally:
+            self._handling = False
+        latest = self.latest
+        for what, exc in errors:
+            logger.error("ckpt.Manager: %s: %s failed: %s: %s", name, what, type(exc).__name__, exc)
+        logger.warning("ckpt.Manager: %s: %s; the latest checkpoint in %s is %s%s", name,
+                       "; ".join(done) or "nothing new to save", self.directory, latest,
+                       "; exiting" if self._preempt_exit else "")
+        if errors and not self._preempt_exit and self._preempt_error is None:
+            self._preempt_error = errors[0][1]
+        if handlers is not None:
+            handlers.chain(signum, frame, exit=self._preempt_exit)
 
     def __enter__(self) -> Manager:
         return self
@@ -727,15 +935,18 @@ class Manager:
             return []
 
     def _sweep_files(self) -> None:
-        """Remove leftovers of interrupted saves: temporary files, and this manager's data files without their
-        index. Call only while holding the directory lock."""
+        """Remove leftovers of interrupted saves: temporary files (named as ckpt names them), and data files
+        without their index of steps the record lists or says were being written. Other ``{name}-{step}`` files
+        are left alone: they may be another tool's (a checkpoint half copied by rsync). Call only while holding
+        the directory lock."""
         api.sweep_temporaries(self.directory, self.name)
         entries = self._listdir()
         present = set(entries)
+        mine = set(self._infos) | self._unfinished
         for entry in entries:
             match = self._step_re.match(entry)
             if match and TMP_MARKER not in entry and match.group(2).startswith("data-") \
-                    and f"{self.name}-{match.group(1)}.index" not in present:
+                    and f"{self.name}-{match.group(1)}.index" not in present and int(match.group(1)) in mine:
                 try:
                     _fs.unlink(os.path.join(self.directory, entry))
                     logger.info("ckpt.Manager: removed %s, left over by an interrupted save", entry)
@@ -753,16 +964,43 @@ class Manager:
             if f"{self.name}-{step}.index" not in entries:
                 logger.warning("ckpt.Manager: %s.index disappeared; forgetting step %d", infos[step].prefix, step)
                 del infos[step]
-        for entry in entries:
+        adopted = []
+        for entry in sorted(entries):
             match = self._step_re.match(entry)
             if not match or match.group(2) != "index" or int(match.group(1)) in infos:
                 continue
             info = self._adopt(entry, int(match.group(1)))
             if info is not None:
                 logger.info("ckpt.Manager: adopting %s, written by this manager but not recorded", info.prefix)
-                infos[info.step] = info
-        if infos != self._infos:
-            self._commit(infos, self._preserved, self._last_preserved)
+                adopted.append(info)
+        for info in sorted(adopted, key=lambda i: i.time):  # committed after everything recorded
+            infos[info.step] = info
+        unfinished = {s for s in self._unfinished if s not in infos and self._data_files(s)}  # what is left
+        if list(infos.items()) != list(self._infos.items()) or unfinished != self._unfinished:
+            self._commit(infos, self._preserved, self._last_preserved, unfinished)
+
+    def _unmark(self, step: int) -> None:
+        """After a failed save of ``step`` (its files removed again): the record as it was."""
+        if step not in self._unfinished or self._data_files(step):
+            return
+        try:
+            self._write_record(self.checkpoints, self._preserved, self._last_preserved,
+                               unfinished=self._unfinished - {step})
+            self._unfinished.discard(step)
+        except OSError as exc:  # the next save's sweep clears it
+            logger.warning("ckpt.Manager: could not rewrite %s after a failed save: %s", self.record_path, exc)
+
+    def _data_files(self, step: int) -> list[str]:
+        """The data files of ``{name}-{step}`` (not temporary ones) in the directory."""
+        base = f"{self.name}-{step}.data-"
+        return sorted(e for e in self._listdir() if e.startswith(base) and TMP_MARKER not in e)
+
+    def _foreign_files(self, step: int) -> list[str]:
+        """The index and data files of ``{name}-{step}`` in the directory (of a checkpoint this manager did not
+        record: another tool's, complete or not)."""
+        base = f"{self.name}-{step}"
+        return sorted(e for e in self._listdir()
+                      if e == base + ".index" or (e.startswith(base + ".data-") and TMP_MARKER not in e))
 
     def _adopt(self, entry: str, step: int) -> CheckpointInfo | None:
         """The record of a complete checkpoint that this manager wrote (per its own metadata), else None."""
@@ -814,12 +1052,15 @@ class Manager:
             except OSError:
                 pass
 
-    def _write_record(self, infos: list[CheckpointInfo], preserved: set[int], last_preserved: float) -> None:
-        """Atomically replace ``{name}.manager.json`` (temporary file, fsync, rename, fsync the directory)."""
+    def _write_record(self, infos: list[CheckpointInfo], preserved: set[int], last_preserved: float, *,
+                      unfinished: set[int] = frozenset()) -> None:
+        """Atomically replace ``{name}.manager.json`` (temporary file, fsync, rename, fsync the directory).
+        ``infos`` in commit order; ``unfinished``: see ``ManagerRecord.unfinished``."""
         record = {
             "format": RECORD_FORMAT,
             "name": self.name,
             "last_preserved": last_preserved,
+            **({"unfinished": sorted(unfinished)} if unfinished else {}),
             "checkpoints": [
                 {"step": info.step, "prefix": os.path.basename(info.prefix), "time": info.time,
                  "metrics": None if info.metrics is None else {k: _encode_metric(float(v))
@@ -837,6 +1078,14 @@ class Manager:
         self._infos = dict(record.checkpoints)
         self._preserved = set(record.preserved)
         self._last_preserved = record.last_preserved
+        self._unfinished = set(record.unfinished)
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 @dataclass(frozen=True)
@@ -844,14 +1093,19 @@ class ManagerRecord:
     """The contents of a ``{name}.manager.json`` record.
 
     Attributes:
-        checkpoints: step -> CheckpointInfo.
+        checkpoints: step -> CheckpointInfo, in the order they were committed (the last one is the latest).
         preserved: Steps preserved forever.
         last_preserved: Time of the last checkpoint preserved by ``keep_every_n_hours``.
+        unfinished: Steps whose data files are this manager's although no complete checkpoint is recorded: the
+            step a save is writing (until it is committed), or one whose deletion could not remove every file. A
+            data file of such a step without its index is a leftover the next sweep deletes; any other
+            ``{name}-{step}`` file may be another tool's and is never deleted.
     """
 
     checkpoints: dict[int, CheckpointInfo]
     preserved: frozenset[int]
     last_preserved: float
+    unfinished: frozenset[int] = frozenset()
 
 
 def read_record(directory: str | os.PathLike, name: str = "ckpt") -> ManagerRecord | None:
@@ -891,6 +1145,8 @@ def read_record(directory: str | os.PathLike, name: str = "ckpt") -> ManagerReco
             step = item["step"]
             if isinstance(step, bool) or not isinstance(step, int) or step < 0:
                 raise ValueError(f"bad step {step!r}")
+            if step in infos:
+                raise ValueError(f"step {step} is listed twice")
             if item.get("prefix") != f"{name}-{step}":
                 # Deletion only ever targets {name}-{step}: a record naming other files is not trusted.
                 raise ValueError(f"step {step} has prefix {item.get('prefix')!r}")
@@ -901,12 +1157,16 @@ def read_record(directory: str | os.PathLike, name: str = "ckpt") -> ManagerReco
                                          _decode_metrics(item.get("metrics")))
             if item.get("preserved") is True:
                 preserved.add(step)
+        unfinished = record.get("unfinished", [])
+        if not isinstance(unfinished, list) or \
+                not all(isinstance(u, int) and not isinstance(u, bool) and u >= 0 for u in unfinished):
+            raise ValueError(f"bad unfinished {unfinished!r}")
     except UnsupportedError:
         raise
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as exc:
         raise CorruptCheckpointError(f"{path}: not a valid manager record ({exc}){how_to_fix}",
                                      path=path) from None
-    return ManagerRecord(infos, frozenset(preserved), float(last))
+    return ManagerRecord(infos, frozenset(preserved), float(last), frozenset(unfinished))
 
 
 def _answer(policy: Any, answer: Sequence[Any], expected: int) -> list[bool]:

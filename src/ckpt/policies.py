@@ -4,7 +4,8 @@ Two kinds of policy exist, modelled on Orbax's preservation and save-decision po
 
 * A **keep policy** answers "which of these checkpoints stay on disk?":
   ``keep(checkpoints, *, context) -> list[bool]``, one answer per checkpoint. ``checkpoints`` is a sequence of
-  :class:`CheckpointInfo`, oldest (lowest step) first. A keep policy may also say which checkpoints are *preserved
+  :class:`CheckpointInfo` in the order they were committed, oldest first (by step, unless a lower step was saved
+  after a higher one: then the later save is the newer checkpoint, as in TensorFlow's state file). A keep policy may also say which checkpoints are *preserved
   forever* (``preserve(checkpoints, *, context) -> list[bool]``); the manager records those and never lets a later
   decision delete them. Only :class:`KeepEveryNHours` preserves.
 * A **save policy** answers "should step ``step`` be saved now?":
@@ -263,7 +264,8 @@ def _checked(policy, answer, expected: int) -> list:
 
 
 def _last_saved(checkpoints: Sequence[CheckpointInfo]) -> CheckpointInfo | None:
-    return max(checkpoints, key=lambda c: (c.time, c.step), default=None)
+    # The newest by time; on a tie (a clock that did not move) the later in the list, which is in commit order.
+    return max(enumerate(checkpoints), key=lambda ic: (ic[1].time, ic[0]), default=(0, None))[1]
 
 
 @dataclass(frozen=True)

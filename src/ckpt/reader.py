@@ -9,7 +9,6 @@ instance of the :class:`Reader` subclass ``ForeignReader``.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 
 from pathlib import Path
 
+from . import _json
 from . import formats as _formats
 from ._paths import local_path
 from .errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
@@ -257,10 +257,14 @@ class Reader:
             if entry is None:
                 self._record = {}
             else:
+                if entry.size > _json.MAX_BYTES:  # checked before anything is read or allocated
+                    raise CorruptCheckpointError(f"{self.prefix}: malformed ckpt metadata ({entry.size} bytes, more "
+                                                 f"than the {_json.MAX_BYTES} a ckpt record may have)",
+                                                 path=self.prefix, key=METADATA_KEY)
                 raw = self._bundle.read_entry(entry)
                 try:
-                    record = json.loads(raw.reshape(()).item().decode("utf-8"))
-                except (ValueError, UnicodeDecodeError, AttributeError) as exc:
+                    record = _json.loads(raw.reshape(()).item())
+                except (ValueError, UnicodeDecodeError, AttributeError, TypeError) as exc:
                     raise CorruptCheckpointError(f"{self.prefix}: malformed ckpt metadata ({exc})",
                                                  path=self.prefix, key=METADATA_KEY) from None
                 if not isinstance(record, dict):

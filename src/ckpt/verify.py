@@ -13,13 +13,13 @@ the same per-checkpoint check to fall back to the newest checkpoint that verifie
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import _json
 from ._lock import LOCK_FILENAME
 from ._paths import local_path
 from .api import TEMPORARY_RE
@@ -147,8 +147,10 @@ def _check_record(prefix: str, problems: list[Problem]) -> None:
             entry = reader.entry(METADATA_KEY)
             if entry is None or not entry.dtype.is_string or entry.shape != ():
                 return
+            if entry.size > _json.MAX_BYTES:
+                raise ValueError(f"{entry.size} bytes, more than the {_json.MAX_BYTES} a ckpt record may have")
             raw = reader.read_entry(entry).reshape(()).item()
-        record = json.loads(raw.decode("utf-8"))
+        record = _json.loads(raw)
         if not isinstance(record, dict):
             raise ValueError("not a JSON object")
     except CheckpointError:
