@@ -17,7 +17,6 @@ import stat
 import subprocess
 import sys
 import threading
-import warnings
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
