@@ -10,6 +10,10 @@ The holder deletes the lock file when it releases the lock (while still holding 
 was. A process that locked a file that was deleted meanwhile notices (the path no longer names the file it locked)
 and tries again. A stale lock file left by a killed holder is harmless: nobody holds a lock on it.
 
+The lock file is never opened through a symbolic link and must be a regular file (``_fs.open_lock``): a link
+there is refused with a ckpt error, so a save never writes its record over a link's target or creates a file
+elsewhere through a dangling link.
+
 Within one process the lock is re-entrant for the thread that holds it; other threads wait like other processes.
 Readers never take the lock: every file a save writes appears by an atomic rename, complete.
 

@@ -1118,7 +1118,7 @@ def read_record(directory: str | os.PathLike, name: str = "ckpt") -> ManagerReco
     directory = os.fspath(directory)
     path = os.path.join(directory, f"{name}{RECORD_SUFFIX}")
     try:
-        with open(path, "rb") as f:
+        with _fs.open_read(path) as f:
             # read(n) allocates n bytes up front: ask only for what the file holds (plus one, to see a cap hit).
             raw = f.read(min(os.fstat(f.fileno()).st_size, _RECORD_MAX_BYTES) + 1)
     except FileNotFoundError:

@@ -17,7 +17,7 @@ import numpy as np
 
 from pathlib import Path
 
-from . import _json
+from . import _fs, _json
 from . import formats as _formats
 from ._paths import local_path
 from .errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
@@ -79,6 +79,8 @@ def resolve_checkpoint(path: str | os.PathLike) -> str:
         tried.append(index_filename(candidate))
         if os.path.isfile(index_filename(candidate)):
             return candidate
+        if os.path.exists(index_filename(candidate)):
+            _fs.check_regular(index_filename(candidate))  # raises: a FIFO, a device or a directory is there
     directory = os.path.dirname(path) or "."
     available = [os.path.relpath(p, directory) for p in find_checkpoints(directory)]
     hint = f"; checkpoints in {directory}: {', '.join(available)}" if available else \

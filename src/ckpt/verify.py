@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import _json
+from . import _fs, _json
 from ._lock import LOCK_FILENAME
 from ._paths import local_path
 from .api import TEMPORARY_RE
@@ -269,9 +269,9 @@ def _lock_held(directory: str) -> bool:
         return False
     path = os.path.join(directory, LOCK_FILENAME)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        return False  # no lock file: nobody is saving
+        fd = _fs.open_regular(path)  # never blocks: a FIFO here is refused, not opened
+    except (OSError, CheckpointError):
+        return False  # no lock file (or not one a save could hold): nobody is saving
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 
 import numpy as np
 
+from .. import _fs
 from ..errors import CheckpointError
 from ._output import array_to_json, escape, print_json
 
@@ -125,8 +127,9 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             arrays[name] = value.detach().cpu().numpy()
     if args.output:
-        with open(args.output, "wb") as f:
-            np.savez(f, **arrays)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        _fs.write_atomic(args.output, buf.getbuffer())  # a fresh file renamed into place: never through a link
         print(f"saved {len(arrays)} array(s) to {escape(args.output)}: {', '.join(map(escape, arrays))}")
         return 0
     if args.json:

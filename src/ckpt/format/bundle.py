@@ -131,15 +131,12 @@ class BundleReader:
         self._fds: dict[int, int] = {}  # shard -> descriptor for read_into (the same file as the map)
         self._closed = False
         try:
-            with open(self.index_path, "rb") as f:
+            with _fs.open_read(self.index_path) as f:
                 size = os.fstat(f.fileno()).st_size
                 self._index_buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
         except FileNotFoundError:
             raise CheckpointNotFoundError(f"no checkpoint index at {self.index_path}", path=self.index_path,
                                           tried=[self.index_path]) from None
-        except IsADirectoryError:
-            raise CheckpointNotFoundError(f"{self.index_path} is a directory, not a checkpoint index",
-                                          path=self.index_path, tried=[self.index_path]) from None
         self._table = TableReader(self._index_buf, self.index_path)
         raw = self._table.get(HEADER_KEY)
         if raw is None:
@@ -169,7 +166,7 @@ class BundleReader:
                     buf, size, self._ids[shard] = _map_file(data_filename(self.prefix, shard, self.num_shards),
                                                             ident=True)
                     self._maps[shard] = (buf, size)
-                except OSError:
+                except (OSError, CorruptCheckpointError):
                     pass  # reported, with the tensor that needs it, when a tensor of this shard is read
 
     # ------------------------------------------------------------------ index
@@ -275,6 +272,9 @@ class BundleReader:
                 raise CorruptCheckpointError(
                     f"{path}: data file is missing (tensor {name!r} is stored in it); the checkpoint is incomplete",
                     path=path, key=name) from None
+            except CorruptCheckpointError as exc:  # not a regular file
+                raise CorruptCheckpointError(f"{exc} (tensor {name!r} is stored in it)", path=path, key=name,
+                                             expected=exc.expected, found=exc.found) from None
             self._maps[shard] = (buf, size)
             return buf, size
 
@@ -311,8 +311,8 @@ class BundleReader:
         if fd is not None or ident is None or not hasattr(os, "preadv"):
             return fd
         try:
-            fd = os.open(data_filename(self.prefix, shard, self.num_shards), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        except OSError:
+            fd = _fs.open_regular(data_filename(self.prefix, shard, self.num_shards))
+        except (OSError, CorruptCheckpointError):
             return None
         st = os.fstat(fd)
         if (st.st_dev, st.st_ino) != ident:
@@ -588,6 +588,14 @@ class BundleReader:
                                                        key=_decode_name(key)))
         for shard, count in missing.items():
             path = data_filename(self.prefix, shard, self.num_shards)
+            try:
+                _fs.check_regular(path)  # there but not a regular file (a FIFO, a device, a directory)?
+            except CorruptCheckpointError as exc:
+                problems.append(CorruptCheckpointError(f"{exc} ({count} tensor(s) are stored in it)", path=path,
+                                                       expected=exc.expected, found=exc.found))
+                continue
+            except OSError:
+                pass
             problems.append(CorruptCheckpointError(
                 f"{path}: data file is missing ({count} tensor(s) are stored in it); the checkpoint is incomplete",
                 path=path))
@@ -663,7 +671,7 @@ def check_bundle(prefix: str | os.PathLike) -> BundleCheck:
 def _map_file(path: str, ident: bool = False):
     """A read-only map of the whole file and its size (``b""`` for an empty file, which cannot be mapped); with
     ``ident``, also the file's ``(st_dev, st_ino)``."""
-    with open(path, "rb") as f:
+    with _fs.open_read(path) as f:
         st = os.fstat(f.fileno())
         size = st.st_size
         buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""

@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from .. import _fs
 from ..errors import ChecksumMismatchError, CorruptCheckpointError
 from ._crc import crc32c, mask, unmask
 from .protos import event_pb2
@@ -89,7 +90,7 @@ def read_events(path: str | os.PathLike) -> Iterator[event_pb2.Event]:
         CorruptCheckpointError: bad framing or a record that is not an Event.
     """
     path = os.fspath(path)
-    with open(path, "rb") as f:
+    with _fs.open_read(path) as f:
         buf = f.read()
     for i, data in enumerate(read_records(buf, path=path)):
         event = event_pb2.Event()
@@ -130,13 +131,18 @@ def write_events(logdir: str | os.PathLike, events: Iterable[event_pb2.Event], *
         n += 1
         target = events_filename(logdir, wall_time=now, suffix=f"{suffix}.{n}")
     tmp = target.with_name(f".ckpt-events.tmp-{secrets.token_hex(4)}")  # no "tfevents": TensorBoard skips it
+    fd = _fs.create(str(tmp))  # never through a link, never over an existing file
     try:
-        with open(tmp, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            _fs.write_all(fd, payload)
+            _fs.fsync(fd)
+        finally:
+            _fs.close(fd)
+        _fs.replace(str(tmp), str(target))
+    except BaseException:
+        try:
+            _fs.unlink(str(tmp))
+        except OSError:
+            pass
+        raise
     return target

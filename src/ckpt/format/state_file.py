@@ -78,7 +78,7 @@ def read_state(directory: str | os.PathLike, *, filename: str = STATE_FILENAME) 
     """
     path = os.path.join(os.fspath(directory), filename)
     try:
-        with open(path, "rb") as f:
+        with _fs.open_read(path) as f:
             # A state file is small; refuse to slurp a huge garbage file. (read(n) allocates n bytes up front, so
             # ask only for what the file holds, plus one byte to notice a file over the cap.)
             raw = f.read(min(os.fstat(f.fileno()).st_size, 16 * 1024 * 1024) + 1)

@@ -16,7 +16,6 @@ on first use; ``torch`` is imported only for PyTorch files and ``h5py`` only for
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import importlib
 import secrets
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _fs
 from ..errors import DTypeNotSupportedError, UnsupportedError
 
 __all__ = ["FORMATS", "TensorInfo", "Source", "detect", "open", "get", "destination_format", "canonical",
@@ -180,7 +180,7 @@ def open(path: str | os.PathLike, *, format: str | None = None, names: str = "ra
 
 def _zip_kind(path: str) -> str | None:
     try:
-        with zipfile.ZipFile(path) as zf:
+        with _fs.open_read(path) as f, zipfile.ZipFile(f) as zf:
             names = zf.namelist()
     except Exception:  # zipfile raises BadZipFile, struct.error, NotImplementedError ... for damaged archives
         return None
@@ -197,7 +197,7 @@ def _zip_kind(path: str) -> str | None:
 def _sniff(path: str) -> str | None:
     """The format of one file from its first and last bytes, or None."""
     try:
-        with builtins.open(path, "rb") as f:
+        with _fs.open_read(path) as f:
             head = f.read(16)
             size = os.fstat(f.fileno()).st_size
             tail = b""
@@ -314,17 +314,24 @@ def admit(name: str, array: np.ndarray, *, path: str, check: Callable[[str, str]
 @contextlib.contextmanager
 def atomic_output(path: str, *, sync: bool = True, token: str | None = None) -> Iterator[str]:
     """Yield a temporary name beside ``path`` to write to; on success fsync it (``sync``) and rename it over
-    ``path``, on failure delete it. Readers of ``path`` never see a partial file."""
+    ``path``, on failure delete it. Readers of ``path`` never see a partial file.
+
+    The temporary file is created here, exclusively and not through a link (``_fs.create``), before the writer
+    opens it by name; a link at ``path`` itself is replaced by the rename, its target left alone."""
     tmp = f"{path}.tmp-{token or secrets.token_hex(4)}"
+    _fs.close(_fs.create(tmp))
     try:
         yield tmp
         if sync:
-            with builtins.open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
+            fd = _fs.open_regular(tmp)
+            try:
+                _fs.fsync(fd)
+            finally:
+                _fs.close(fd)
+        _fs.replace(tmp, path)
     except BaseException:
         try:
-            os.unlink(tmp)
+            _fs.unlink(tmp)
         except OSError:
             pass
         raise

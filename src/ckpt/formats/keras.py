@@ -28,6 +28,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from .. import _fs
 from ..errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
 from . import Source, TensorInfo, dtype_name
 
@@ -60,6 +61,7 @@ class KerasSource(Source):
     def __init__(self, path: str | os.PathLike, *, names: str = "raw") -> None:
         self.path = Path(path)
         try:
+            _fs.check_regular(path)  # h5py opens it by name: never a FIFO or a device
             self._file = h5py.File(os.fspath(path), "r")
         except FileNotFoundError:
             raise CheckpointNotFoundError(f"no Keras weights file at {path}", path=path) from None

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _fs
 from ..errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
 from . import Source, TensorInfo, admit, atomic_output, dtype_name
 
@@ -75,6 +76,7 @@ class NpzSource(Source):
         self.path = Path(path)
         self.metadata: dict[str, Any] = {}
         try:
+            _fs.check_regular(path)  # zipfile opens it by name: never a FIFO or a device
             self._zip = zipfile.ZipFile(os.fspath(path))
         except FileNotFoundError:
             raise CheckpointNotFoundError(f"no .npz file at {path}", path=path, tried=[os.fspath(path)]) from None

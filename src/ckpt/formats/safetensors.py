@@ -21,7 +21,6 @@ memory is one tensor; the disk briefly holds the data twice. Sharded saves name 
 
 from __future__ import annotations
 
-import builtins
 import json
 import mmap
 import os
@@ -35,6 +34,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from .. import _fs
 from ..errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
 from . import Source, TensorInfo, admit, dtype_name
 
@@ -111,7 +111,7 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, _Entry], dict[str, s
         return CorruptCheckpointError(f"{path}: {message}", path=path, **fields)
 
     try:
-        with builtins.open(path, "rb") as f:
+        with _fs.open_read(path) as f:
             size = os.fstat(f.fileno()).st_size
             prefix = f.read(8)
             if len(prefix) < 8:
@@ -127,8 +127,6 @@ def read_header(path: str | os.PathLike) -> tuple[dict[str, _Entry], dict[str, s
             raw = f.read(n)
     except FileNotFoundError:
         raise CheckpointNotFoundError(f"no safetensors file at {path}", path=path, tried=[path]) from None
-    except IsADirectoryError:
-        raise CheckpointNotFoundError(f"{path} is a directory, not a safetensors file", path=path) from None
     if not raw.startswith(b"{"):
         raise bad("header does not start with '{'", offset=8)
     try:
@@ -202,7 +200,7 @@ class _File:
 
     def array(self, entry: _Entry) -> np.ndarray:
         if self._map is None:
-            with builtins.open(self.path, "rb") as f:
+            with _fs.open_read(self.path) as f:
                 if os.fstat(f.fileno()).st_size != self.size:
                     raise CorruptCheckpointError(f"{self.path}: the file changed size while open", path=self.path)
                 self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if self.size else b""
@@ -233,8 +231,10 @@ def _read_index(path: str) -> tuple[dict[str, str], dict[str, Any]]:
     if size > MAX_INDEX_SIZE:
         raise bad(f"index of {size} bytes exceeds the {MAX_INDEX_SIZE}-byte limit")
     try:
-        with builtins.open(path, "rb") as f:
+        with _fs.open_read(path) as f:
             index = json.loads(f.read().decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except CorruptCheckpointError:
+        raise  # not a regular file
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise bad(f"index is not valid JSON ({exc})") from None
     if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
@@ -318,7 +318,7 @@ class SafetensorsSource(Source):
             full = os.path.join(directory, filename)
             file = self._files.get(full)
             if file is None:
-                if not os.path.isfile(full):
+                if not os.path.exists(full):  # a FIFO or a directory is refused, by name, as it is opened
                     missing.append(filename)
                     continue
                 file = self._files[full] = _File(full)
@@ -427,7 +427,7 @@ def _copy(src_fd: int, dst_fd: int, offset: int, length: int) -> None:
 class _Shard:
     def __init__(self, directory: str, token: str, number: int) -> None:
         self.staging = os.path.join(directory, f".ckpt-staging-{token}-{number}")
-        self.fd = os.open(self.staging, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+        self.fd = _fs.create_scratch(self.staging)
         self.size = 0
         self.items: list[tuple[str, str, tuple[int, ...], int, int]] = []  # name, dtype, shape, staged at, nbytes
 
@@ -448,7 +448,7 @@ class _Shard:
             position += nbytes
         header = _header_bytes(layout, metadata)
         tmp = f"{final}.tmp-{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o644)
+        fd = _fs.create(tmp)
         try:
             head = memoryview(struct.pack("<Q", len(header)) + header)
             while head:
@@ -551,7 +551,7 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, np.ndarray]], *,
                      "weight_map": dict(sorted(weight_map.items()))}
             index_path = path + INDEX_SUFFIX
             tmp = f"{index_path}.tmp-{token}"
-            with builtins.open(tmp, "w", encoding="utf-8") as f:
+            with os.fdopen(_fs.create(tmp), "w", encoding="utf-8") as f:
                 json.dump(index, f, indent=2, ensure_ascii=False)
                 f.write("\n")
                 if sync:

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import _fs
 from ..adapters.torch import from_numpy, numpy_dtype, to_numpy
 from ..errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
 from . import Source, TensorInfo, admit, atomic_output, dtype_name
@@ -212,8 +213,9 @@ def load(path: str) -> Any:
         if path.endswith(".safetensors"):
             # torch.load hands paths with this suffix to the safetensors loader; the content said PyTorch, so
             # give it the bytes (no memory map for this odd case).
-            with builtins.open(path, "rb") as f:
+            with _fs.open_read(path) as f:
                 return torch.load(f, **kwargs)
+        _fs.check_regular(path)  # torch.load opens it by name: never a FIFO or a device
         try:
             return torch.load(path, mmap=True, **kwargs)
         except RuntimeError as exc:
@@ -344,7 +346,7 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, np.ndarray]], *,
             admit(name, array, path=path, check=check, seen=seen)
             if not _file_backed(array) and array.nbytes:
                 if spill is None:
-                    spill = builtins.open(spill_path, "w+b")
+                    spill = os.fdopen(_fs.create_scratch(spill_path), "w+b")
                 spill.seek(position)
                 spill.write(memoryview(np.ascontiguousarray(array).reshape(-1).view(np.uint8)))
                 spill.flush()

@@ -211,7 +211,9 @@ def read_graph_file(path: str | os.PathLike, *, max_bytes: int = MAX_GRAPH_BYTES
         raise CorruptCheckpointError(
             f"{path}: {size:,} bytes is larger than any graph file can be (limit {max_bytes:,} bytes)",
             path=path, expected=f"<= {max_bytes}", found=size)
-    with open(path, "rb") as f:
+    from .. import _fs
+
+    with _fs.open_read(path) as f:
         buf = f.read(min(size, max_bytes) + 1)  # read(n) allocates n bytes up front, whatever the file holds
     return parse_graph_bytes(buf, path=path, validate=validate)
 
