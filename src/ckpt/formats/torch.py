@@ -19,7 +19,6 @@ Importing this module imports torch.
 
 from __future__ import annotations
 
-import builtins
 import io
 import mmap
 import os
@@ -146,7 +145,7 @@ def _check_sizes(path: str) -> None:
         return CorruptCheckpointError(f"{path}: {why}", path=path)
 
     size = os.path.getsize(path)
-    with builtins.open(path, "rb") as f:
+    with _fs.open_read(path) as f:
         head = f.read(4)
     if head in (b"PK\x03\x04", b"PK\x05\x06"):
         with zipfile.ZipFile(path) as zf:
@@ -177,7 +176,7 @@ def _check_sizes(path: str) -> None:
 
     if not head or not TORCH_LEGACY_MAGIC.startswith(head):
         return  # some other pickle: torch.load(weights_only=True) refuses it with a clear reason
-    with builtins.open(path, "rb") as f:
+    with _fs.open_read(path) as f:
         stream = io.BytesIO(f.read(min(size, 64 << 20)))  # the pickles come first; data is checked by offset
     for _ in range(3):  # magic number, protocol version, system info
         for _ in pickletools.genops(stream):
@@ -186,7 +185,7 @@ def _check_sizes(path: str) -> None:
     keys = [arg for op, arg, _ in pickletools.genops(stream) if isinstance(arg, str)]
     position = stream.tell()
     sizes = dict(storages)
-    with builtins.open(path, "rb") as f:
+    with _fs.open_read(path) as f:
         for key in keys:
             if key not in sizes:
                 raise bad(f"storage {key!r} is listed but no tensor uses it")

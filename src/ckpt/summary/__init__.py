@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _fs
 from ..errors import CheckpointError, CorruptCheckpointError
 from ..format import events as _events
 from ..format.protos import event_pb2, summary_pb2
@@ -113,7 +114,8 @@ class SummaryWriter:
                     f"{self.filename_suffix}")
             path = Path(self.logdir) / name
             try:
-                self._file = open(path, "xb")  # never append to or replace another writer's file
+                # never append to or replace another writer's file, never write through a link
+                self._file = os.fdopen(_fs.create(os.fspath(path)), "wb")
                 break
             except FileExistsError:
                 continue
