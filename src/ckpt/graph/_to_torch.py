@@ -49,7 +49,7 @@ from ..errors import (CheckpointError, CheckpointNotFoundError, CorruptCheckpoin
                       OperationNotFoundError, StateMismatchError, UnsupportedOperationsError)
 from ..format.tensor_proto import shape_from_proto
 from ._attrs import decode_attr
-from ._model import PLACEHOLDER_OPS, VARIABLE_OPS, Graph, parse_input
+from ._model import PLACEHOLDER_OPS, VARIABLE_OPS, Graph, parse_input, saver_scopes_of
 from ._torch_ops import CHECKS, KERNELS, MULTI_OUTPUT, OUTPUT_ARGS, _created, as_tensor, torch_dtype
 
 __all__ = ["to_torch", "GraphModule", "UnsupportedOperationsError", "FeedError", "SUPPORTED_OPS"]
@@ -256,9 +256,7 @@ class _Program:
     def _find_left_out(self) -> dict[str, str]:
         # The Saver's own scope (save/, save_1/, or the scope its SaverDef names): file names, I/O, restore ops.
         # Other operations the graph counts as the Saver's (reads that only the Saver consumes) can still run.
-        scopes = {"save"}
-        if self.graph.saver_def is not None and "/" in self.graph.saver_def.filename_tensor_name:
-            scopes.add(self.graph.saver_def.filename_tensor_name.split("/", 1)[0])
+        scopes = {"save"} | saver_scopes_of(self.graph.saver_def)
         self._saver_scope = re.compile(r"\A(?:" + "|".join(re.escape(s) for s in sorted(scopes))
                                        + r")(?:_\d+)?(?:/|\Z)")
         out = {}
