@@ -146,6 +146,12 @@ def test_freeze_inlines_the_signature_call_and_runs_in_tensorflow(loop_model, tm
                              [sig.outputs["out"].name, sig.outputs["steps"].name])
     np.testing.assert_allclose(out, expected["out"], rtol=1e-5, atol=1e-5)
     assert steps == 4
+    from ckpt.cli.main import main
+
+    assert main(["freeze", "--graph", str(loop_model), "-o", str(tmp_path / "cli.pb")]) == 0  # serving_default
+    out_cli, = _run_frozen(G.load(tmp_path / "cli.pb"), {sig.inputs["x"].name: x, sig.inputs["n"].name: 4},
+                           [sig.outputs["out"].name])
+    np.testing.assert_allclose(out_cli, expected["out"], rtol=1e-5, atol=1e-5)
     # The frozen graph runs in PyTorch too (functional While with constants instead of variables).
     net = G.to_torch(frozen, inputs={"x": sig.inputs["x"].name, "n": sig.inputs["n"].name},
                      outputs=sig.outputs["out"].name)
@@ -287,3 +293,60 @@ def test_tf1_saved_model_builder(tmp_path):
     probs, classes = _run_frozen(frozen, {"features:0": feed}, ["probabilities:0", "classes:0"])
     np.testing.assert_allclose(probs, expected["probabilities"], rtol=1e-6)
     assert classes.tolist() == expected["classes"].tolist()
+
+
+# ================================================================================================ hostile files
+
+
+def _write_saved_model(directory, graph_text: str):
+    from google.protobuf import text_format
+
+    from ckpt.format.protos import saved_model_pb2
+
+    message = saved_model_pb2.SavedModel(saved_model_schema_version=1)
+    meta = message.meta_graphs.add()
+    meta.meta_info_def.tags.append("serve")
+    text_format.Parse(graph_text, meta.graph_def)
+    directory.mkdir()
+    (directory / "saved_model.pb").write_bytes(message.SerializeToString())
+
+
+_CALL_MISSING = """
+node { name: "x" op: "Placeholder" attr { key: "dtype" value { type: DT_FLOAT } } }
+node { name: "call" op: "StatefulPartitionedCall" input: "x"
+  attr { key: "f" value { func { name: "nowhere" } } }
+  attr { key: "Tin" value { list { type: DT_FLOAT } } } attr { key: "Tout" value { list { type: DT_FLOAT } } } }
+"""
+
+_BAD_BODY = """
+node { name: "x" op: "Placeholder" attr { key: "dtype" value { type: DT_FLOAT } } }
+node { name: "call" op: "PartitionedCall" input: "x"
+  attr { key: "f" value { func { name: "f" } } }
+  attr { key: "Tin" value { list { type: DT_FLOAT } } } attr { key: "Tout" value { list { type: DT_FLOAT } } } }
+library { function {
+  signature { name: "f" input_arg { name: "a" type: DT_FLOAT } output_arg { name: "r" type: DT_FLOAT } }
+  node_def { name: "y" op: "Neg" input: "a:x:y:z" attr { key: "T" value { type: DT_FLOAT } } }
+  ret { key: "r" value: "y:y:99999999999999999999" } } }
+"""
+
+
+def test_hostile_saved_models_are_ckpt_errors(tmp_path):
+    from ckpt.errors import CheckpointError, UnsupportedError, UnsupportedOperationsError
+    from ckpt.format.protos import saved_model_pb2
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "saved_model.pb").write_bytes(saved_model_pb2.SavedModel(saved_model_schema_version=1)
+                                           .SerializeToString())
+    with pytest.raises(CorruptCheckpointError, match="no meta graph"):
+        G.load(empty)
+    _write_saved_model(tmp_path / "missing", _CALL_MISSING)
+    with pytest.raises(UnsupportedOperationsError, match="nowhere"):
+        G.to_torch(tmp_path / "missing", outputs="call:0")
+    with pytest.raises(UnsupportedError, match="nowhere"):
+        G.freeze(tmp_path / "missing", ckpt.save({"v": np.zeros(1)}, str(tmp_path / "ck"), sync=False), ["call"])
+    _write_saved_model(tmp_path / "bad", _BAD_BODY)
+    for attempt in (lambda: G.to_torch(tmp_path / "bad", outputs="call:0"),
+                    lambda: G.freeze(tmp_path / "bad", str(tmp_path / "ck"), ["call"])):
+        with pytest.raises(CheckpointError):
+            attempt()

@@ -103,9 +103,12 @@ def freeze(graph, checkpoint=None, outputs=None, *, clear_devices: bool = False,
             :class:`ckpt.graph._to_torch.GraphModule` (its graph and current values; ``checkpoint`` is then not
             given).
         checkpoint: The values: a checkpoint prefix, one of its files, a directory, an open
-            :class:`ckpt.Reader`, or a ``GraphModule`` made from this graph.
+            :class:`ckpt.Reader`, or a ``GraphModule`` made from this graph. Default for a SavedModel: its
+            ``variables/``.
         outputs: Output operation names (``"ArgMax"``, or ``"ArgMax,Softmax"``); ``"name:0"`` is accepted.
-            Default for a module: its outputs.
+            Default for a module: its outputs; for a SavedModel: the outputs of its ``serving_default`` signature
+            (function calls are inlined and If/While bodies that read variables rewritten, as TensorFlow's
+            ``convert_variables_to_constants_v2`` does).
         clear_devices: Drop every node's device placement first (TensorFlow's ``freeze_graph --clear_devices``).
         variable_names: Only freeze these variables (TensorFlow's allowlist); others stay variables.
 
@@ -150,6 +153,13 @@ def _freeze(graph, checkpoint=None, outputs=None, *, clear_devices: bool = False
             raise ValueError("freeze(graph, module, ...): the module was not made from this graph; pass the module "
                              "alone (freeze(module, outputs=...))")
         graph = module.graph
+    if not isinstance(graph, Graph) and module is None:
+        graph = load(graph) if isinstance(graph, (str, os.PathLike)) else Graph(graph)
+    if hasattr(graph, "signature_specs") and module is None:  # a SavedModel: its variables, serving_default
+        if checkpoint is None:
+            checkpoint = graph.variables_prefix
+        if outputs is None and "serving_default" in graph.signature_specs:
+            outputs = [t.name for t in graph.signature_specs["serving_default"].outputs.values()]
     if checkpoint is None and module is None:
         raise TypeError("freeze needs a checkpoint (a prefix, directory or Reader) or a module from to_torch")
     if not isinstance(graph, Graph):

@@ -198,6 +198,9 @@ def _retype_arg(fdefs, fname: str, index: int, dtype: int, depth: int) -> None:
     fdef = fdefs.get(fname)
     if fdef is None:
         raise UnsupportedError(f"cannot freeze: function {fname!r} is not in the library", key=fname)
+    if not 0 <= index < len(fdef.signature.input_arg):
+        raise CorruptCheckpointError(f"function {fname!r} has {len(fdef.signature.input_arg)} inputs; a caller "
+                                     f"passes input {index}", key=fname)
     arg = fdef.signature.input_arg[index]
     if arg.type == dtype:
         return  # already rewritten through another caller
