@@ -19,7 +19,8 @@ How a graph becomes a module:
   is computed once per set of fetches and fed names and cached. ``module(*inputs, **feeds)`` runs the outputs given
   to :func:`to_torch`. Gradients flow through everything except ``StopGradient``.
 * **Control flow.** TF1 ``cond`` (``Switch``/``Merge``) runs with TensorFlow's dead-tensor rules, and functional
-  ``If``/``StatelessIf``/``PartitionedCall`` run their function bodies. A boolean placeholder that is a ``cond``
+  ``If``/``StatelessIf``/``PartitionedCall`` run their function bodies; ``While``/``StatelessWhile`` run as a
+  Python loop over the body (gradients flow through every iteration). A boolean placeholder that is a ``cond``
   predicate (``is_training``, Keras's learning phase) follows the module's mode when not fed: ``module.train()``
   feeds True, ``module.eval()`` False. ``to_torch`` returns the module in eval mode.
 * **What is left out.** Training updates (``ApplyAdam``, ``gradients/*``), variable assignments and initialisers,
