@@ -275,8 +275,9 @@ versions { producer: 2474 }
     values = np.arange(8, dtype=np.float32).reshape(4, 2)
     prefix = ckpt.save({"emb": values}, str(tmp_path / "ck"), sync=False)
     frozen = G.freeze(tmp_path / "g.pbtxt", prefix, ["out"], clear_devices=True)
-    assert [(op.name, op.type) for op in frozen] == [("ids", "Placeholder"), ("emb", "Const"), ("lookup", "GatherV2"),
-                                                     ("read", "Identity"), ("out", "AddV2"), ("lookup/axis", "Const")]
+    assert [(n.name, n.op) for n in frozen.graph_def.node] == [  # file order; iteration is TF's import order
+        ("ids", "Placeholder"), ("emb", "Const"), ("lookup", "GatherV2"), ("read", "Identity"), ("out", "AddV2"),
+        ("lookup/axis", "Const")]
     assert all(op.device == "" for op in frozen)
     assert frozen.get_operation_by_name("emb").attrs["value"].tolist() == values.tolist()
     assert frozen.get_operation_by_name("emb").node.attr["value"].tensor.tensor_content == values.tobytes()

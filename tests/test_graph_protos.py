@@ -36,6 +36,7 @@ PAIRS = {
     "struct": "tensorflow.core.protobuf.struct_pb2",
     "saved_object_graph": "tensorflow.core.protobuf.saved_object_graph_pb2",
     "meta_graph": "tensorflow.core.protobuf.meta_graph_pb2",
+    "saved_model": "tensorflow.core.protobuf.saved_model_pb2",
     "histogram": "tensorflow.compiler.xla.tsl.protobuf.histogram_pb2",
     "summary": "tensorflow.core.framework.summary_pb2",
     "event": "tensorflow.core.util.event_pb2",

@@ -15,6 +15,7 @@ EXAMPLES = """examples:
   ckpt freeze --graph model/CNN.ckpt.meta --checkpoint model/ --outputs ArgMax -o model/CNN.pb
   ckpt freeze --graph model/CNN.ckpt.meta --outputs ArgMax -o model/CNN.pbtxt    (checkpoint beside the .meta)
   ckpt freeze --graph graph.pbtxt --checkpoint model/ckpt-3 --outputs y,loss -o frozen.pb --clear-devices
+  ckpt freeze --graph export_dir/ -o frozen.pb     a SavedModel: serving_default's outputs, its variables/
   ckpt freeze --graph model/CNN.ckpt.meta                    (no --outputs: list the likely outputs and stop)
 """
 
@@ -79,13 +80,17 @@ def _explain(graph, graph_arg: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     graph = load(args.graph)
+    saved_model = hasattr(graph, "signature_specs")
+    if not args.outputs and saved_model and "serving_default" in graph.signature_specs:
+        args.outputs = ",".join(t.name for t in graph.signature_specs["serving_default"].outputs.values())
     if not args.outputs:
         _explain(graph, args.graph)
         return 2
     if not args.output:
         print("Error: -o/--output FILE is required (e.g. -o frozen.pb)", file=sys.stderr)
         return 2
-    checkpoint = args.checkpoint or _default_checkpoint(graph.path or args.graph)
+    checkpoint = args.checkpoint or (graph.variables_prefix if saved_model else
+                                     _default_checkpoint(graph.path or args.graph))
     frozen, done = _freeze(graph, checkpoint, args.outputs, clear_devices=args.clear_devices)
     path = frozen.save(args.output, text=True if args.text else None)
     size = os.path.getsize(path)

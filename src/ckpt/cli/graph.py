@@ -18,6 +18,8 @@ EXAMPLES = """examples:
   ckpt graph model/CNN.pb --logdir logs/            events file: tensorboard --logdir logs/ -> Graphs tab
   ckpt graph model/CNN.pb --save model/CNN.pbtxt    convert between binary and text
   ckpt graph model/CNN.pb --json | jq '.operations[].type' | sort | uniq -c
+  ckpt graph export_dir/                            a SavedModel: its signatures, then its operations
+  ckpt graph export_dir/ --signatures --tags serve  signatures of the meta graph tagged {serve}
 """
 
 
@@ -27,7 +29,12 @@ def add_parser(subparsers) -> None:
         description="Read a TensorFlow graph file (.meta MetaGraphDef, .pb binary or .pbtxt text GraphDef, or the "
                     "graph in an events file) without TensorFlow, and list its operations as 'name type' lines.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("path", help="graph file, checkpoint prefix (its .meta) or checkpoint directory")
+    p.add_argument("path", help="graph file, checkpoint prefix (its .meta), checkpoint directory or SavedModel "
+                                "directory")
+    p.add_argument("--signatures", action="store_true",
+                   help="only the signatures (inputs and outputs with dtypes and shapes) of a SavedModel or .meta")
+    p.add_argument("--tags", default="serve",
+                   help="SavedModel: comma-separated tag set of the meta graph to open (default: serve)")
     p.add_argument("--inputs", action="store_true", help="only the placeholders the model is fed through")
     p.add_argument("--outputs", action="store_true",
                    help="only operations nothing in the model consumes (saver, init and training nodes left out)")
@@ -46,7 +53,7 @@ def _tensor(op):
 
 
 def run(args: argparse.Namespace) -> int:
-    graph = load(args.path)
+    graph = load(args.path, tags=tuple(t for t in args.tags.split(",") if t))
     written = []
     if args.html:
         written.append(("html", str(write_html(graph, args.html))))
@@ -54,12 +61,17 @@ def run(args: argparse.Namespace) -> int:
         written.append(("events", str(write_events(graph, args.logdir))))
     if args.save:
         written.append(("graph", str(graph.save(args.save))))
-    sections = [name for name in ("inputs", "outputs", "variables") if getattr(args, name)]
+    sections = [name for name in ("signatures", "inputs", "outputs", "variables") if getattr(args, name)]
     listing = bool(sections) or not written
+    saved_model = hasattr(graph, "signature_specs")
 
     if args.json:
-        doc = {"path": graph.path, "kind": "MetaGraphDef" if graph.meta_graph_def is not None else "GraphDef",
-               "producer": graph.producer, "written": {k: v for k, v in written}}
+        kind = "SavedModel" if saved_model else "MetaGraphDef" if graph.meta_graph_def is not None else "GraphDef"
+        doc = {"path": graph.path, "kind": kind, "producer": graph.producer, "written": {k: v for k, v in written}}
+        if saved_model:
+            doc["tags"] = sorted(graph.tags)
+            if not sections and listing:
+                doc["signatures"] = _rows(graph, "signatures", json=True)
         if not sections and listing:
             doc["operations"] = [{"name": op.name, "type": op.type, "device": op.device,
                                   "inputs": [str(i) for i in op.inputs], "attrs": op.attr_summaries()}
@@ -78,6 +90,11 @@ def run(args: argparse.Namespace) -> int:
     if not listing:
         return 0
     if not sections:
+        if saved_model:
+            print(f"# signatures (tags: {', '.join(sorted(graph.tags))})")
+            for row in _rows(graph, "signatures"):
+                print(" ".join(row))
+            print("# operations")
         for op in graph.operations:
             print(f"{escape(op.name)} {escape(op.type)}")
         return 0
@@ -98,8 +115,42 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _signature_specs(graph) -> dict:
+    if hasattr(graph, "signature_specs"):
+        return graph.signature_specs
+    from ..graph._saved_model import Signature, TensorSpec
+
+    out = {}  # a .meta's signature_def: names only, plus what the graph says about the tensors
+    for key, sig in graph.signatures.items():
+        def specs(names):
+            found = {}
+            for k, name in names.items():
+                try:
+                    t = graph.get_tensor_by_name(name)
+                    found[k] = TensorSpec(k, name, t.dtype, t.shape)
+                except Exception:  # a signature naming a tensor the graph lacks: show the name alone
+                    found[k] = TensorSpec(k, name, None, None)
+            return found
+        out[key] = Signature(key, specs(sig["inputs"]), specs(sig["outputs"]), sig["method_name"])
+    return out
+
+
 def _rows(graph, section: str, json: bool = False):
     rows = []
+    if section == "signatures":
+        for key, sig in _signature_specs(graph).items():
+            if json:
+                rows.append({"key": key, "method_name": sig.method_name, **{
+                    side: [{"key": t.key, "name": t.name, "dtype": t.dtype,
+                            "shape": None if t.shape is None else list(t.shape)} for t in specs.values()]
+                    for side, specs in (("inputs", sig.inputs), ("outputs", sig.outputs))}})
+                continue
+            rows.append([escape(key)] + ([f"({escape(sig.method_name)})"] if sig.method_name else []))
+            for side, specs in (("input ", sig.inputs), ("output", sig.outputs)):
+                for t in specs.values():
+                    rows.append([f"  {side}", f"{escape(t.key)}:", escape(t.name), t.dtype or "?",
+                                 _shape_text(t.shape)])
+        return rows
     if section == "variables":
         for v in graph.variables:
             if json:

@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   ckpt inspect model.safetensors --summary    parameters and bytes per top-level scope
   ckpt inspect pytorch_model.bin --summary --depth 3
   ckpt inspect tf2/ckpt-3 --names clean       model/dense/kernel instead of .../.ATTRIBUTES/VARIABLE_VALUE
+  ckpt inspect export_dir/                    a SavedModel's variables (clean names unless --names raw)
 """
 
 
@@ -44,12 +45,31 @@ def add_parser(subparsers) -> None:
                    help="print parameters and bytes per scope (top-level name prefix) instead of every tensor")
     p.add_argument("--depth", type=int, default=1, metavar="N",
                    help="scope depth for --summary and the JSON 'scopes' (default 1: model/..., optimizer/...)")
-    p.add_argument("--names", choices=NAMES, default="raw",
-                   help="'clean': TensorFlow 2 object paths (model/dense/kernel) and Keras layer names")
+    p.add_argument("--names", choices=NAMES, default=None,
+                   help="'clean': TensorFlow 2 object paths (model/dense/kernel) and Keras layer names (the default "
+                        "for a SavedModel's variables); 'raw': keys as stored (the default otherwise)")
     p.set_defaults(func=run)
 
 
+def _saved_model_variables(path: str) -> str | None:
+    """The variables directory when ``path`` is a SavedModel directory, its ``variables/`` or a checkpoint there."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")) and os.path.isdir(os.path.join(path, "variables")):
+        return os.path.join(path, "variables")
+    path = os.path.abspath(path)
+    for candidate in (path, os.path.dirname(path)):
+        if os.path.basename(candidate) == "variables" and os.path.isfile(
+                os.path.join(os.path.dirname(candidate), "saved_model.pb")):
+            return candidate
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
+    variables = _saved_model_variables(args.path)
+    if variables is not None and os.path.isdir(args.path) and os.path.basename(os.path.abspath(args.path)) != \
+            "variables":
+        args.path = variables  # a SavedModel directory: its checkpoint
+    if args.names is None:
+        args.names = "clean" if variables is not None else "raw"
     picked_dir = os.path.isdir(args.path)
     if args.depth < 1:
         raise SystemExit("ckpt inspect: error: --depth must be at least 1")

@@ -29,26 +29,31 @@ from ._files import MAX_GRAPH_BYTES, read_graph_file, write_message
 from ._freeze import extract_sub_graph, freeze
 from ._html import GraphView, render_html, show, write_html
 from ._model import Graph, Input, Operation, SaverInfo, Tensor, Variable, _wrap_meta
+from ._saved_model import DEFAULT_TAGS, SavedModelGraph, Signature, TensorSpec, load_saved_model, saved_model_file
 
 __all__ = [
     "load", "Graph", "Operation", "Tensor", "Input", "Variable", "SaverInfo", "Func", "AttrPlaceholder",
     "freeze", "extract_sub_graph", "export_meta_graph", "from_torch", "write_events", "write_html",
     "render_html", "show", "GraphView", "decode_attr", "make_tensor_proto", "make_ndarray", "MAX_GRAPH_BYTES",
-    "meta_writer", "to_torch",
+    "meta_writer", "to_torch", "SavedModelGraph", "Signature", "TensorSpec",
 ]
 
 
-def load(path: str | os.PathLike, *, validate: bool = True, max_bytes: int = MAX_GRAPH_BYTES) -> Graph:
-    """Read a graph file.
+def load(path: str | os.PathLike, *, validate: bool = True, max_bytes: int = MAX_GRAPH_BYTES,
+         tags=DEFAULT_TAGS) -> Graph:
+    """Read a graph file or a SavedModel.
 
     Args:
-        path: A ``.meta``, ``.pb``, ``.pbtxt`` or events file; a checkpoint prefix (its ``.meta``); or a
-            checkpoint directory (the ``.meta`` of its newest checkpoint). The format is detected from the content.
+        path: A ``.meta``, ``.pb``, ``.pbtxt`` or events file; a checkpoint prefix (its ``.meta``); a
+            checkpoint directory (the ``.meta`` of its newest checkpoint); or a SavedModel directory or its
+            ``saved_model.pb``. The format is detected from the content.
         validate: Reject graphs TensorFlow could not import (duplicate names, inputs naming missing nodes).
         max_bytes: Refuse larger files without reading them.
+        tags: For a SavedModel: the tag set of the meta graph to open (default ``{"serve"}``).
 
     Returns:
-        A :class:`Graph`.
+        A :class:`Graph`; for a SavedModel a :class:`SavedModelGraph` (with ``signature_specs``, and variables
+        named by the checkpoint keys of ``variables/``).
 
     Raises:
         CheckpointNotFoundError: no such file.
@@ -59,6 +64,8 @@ def load(path: str | os.PathLike, *, validate: bool = True, max_bytes: int = MAX
         >>> for op in g.get_operations():
         ...     print(op.name, op.type)
     """
+    if saved_model_file(path) is not None:
+        return load_saved_model(path, tags=tags, validate=validate, max_bytes=max_bytes)
     found = read_graph_file(path, max_bytes=max_bytes, validate=validate)
     return Graph(found.graph_def, meta_graph_def=found.meta_graph_def, path=found.path, validate=False)
 
@@ -139,13 +146,14 @@ def from_torch(module, example_inputs, *, method: str = "auto") -> Graph:
     return _from_torch(module, example_inputs, method=method)
 
 
-def to_torch(graph_or_path, checkpoint=None, *, inputs=None, outputs=None, constants_as_parameters=False):
-    """A TensorFlow 1 graph + checkpoint as a trainable ``torch.nn.Module``; see :func:`ckpt.graph._to_torch.to_torch`
-    (imported lazily: only this function needs torch)."""
+def to_torch(graph_or_path, checkpoint=None, *, inputs=None, outputs=None, constants_as_parameters=False,
+             signature=None, tags=DEFAULT_TAGS):
+    """A TensorFlow graph + checkpoint (or a SavedModel signature) as a trainable ``torch.nn.Module``; see
+    :func:`ckpt.graph._to_torch.to_torch` (imported lazily: only this function needs torch)."""
     from ._to_torch import to_torch as _to_torch
 
     return _to_torch(graph_or_path, checkpoint, inputs=inputs, outputs=outputs,
-                     constants_as_parameters=constants_as_parameters)
+                     constants_as_parameters=constants_as_parameters, signature=signature, tags=tags)
 
 
 def meta_writer(graph):

@@ -25,6 +25,7 @@ from google.protobuf import text_format
 from ..errors import CheckpointNotFoundError, CorruptCheckpointError
 from ..format import events as _events
 from ..format.protos import event_pb2, graph_pb2, meta_graph_pb2
+from ._opdefs import is_variadic, output_count
 
 __all__ = ["GraphFile", "read_graph_file", "parse_graph_bytes", "write_message", "write_bytes", "MAX_GRAPH_BYTES",
            "resolve_graph_path", "check_graph_def", "output_counts", "known_output_count", "MAX_OUTPUTS"]
@@ -38,41 +39,9 @@ _META_FIELDS = {f.name for f in meta_graph_pb2.MetaGraphDef.DESCRIPTOR.fields}
 _GRAPH_FIELDS = {f.name for f in graph_pb2.GraphDef.DESCRIPTOR.fields}
 _INPUT = re.compile(r"\A\^?[^\^:]+(?::\d+)?\Z", re.S)
 
-# How many outputs an operation has, from TensorFlow 2.21's OpDefs, for the op types ckpt knows (every type
-# to_torch runs, the Saver's, initialisers', control flow and common training ops). A graph file's input "x:N"
-# is checked against these: the index is an untrusted number and must never size a list.
-_ONE_OUTPUT = frozenset("""
-Abs Add AddN AddV2 All Any ApplyAdam ApplyGradientDescent ApplyMomentum ApplyRMSProp ArgMax ArgMin Assign
-AssignAdd AssignSub AvgPool BatchMatMul BatchMatMulV2 BatchMatMulV3 BatchNormWithGlobalNormalization BiasAdd
-BiasAddGrad BiasAddV1 BroadcastTo Cast Ceil CheckNumerics ClipByValue Concat ConcatV2 Const Conv2D
-Conv2DBackpropFilter Conv2DBackpropInput Cos Cumsum DepthwiseConv2dNative Div Einsum Elu EnsureShape Enter Equal
-Erf Exit Exp ExpandDims Expm1 Fill Floor FloorDiv FloorMod Gather GatherV2 Greater GreaterEqual HashTableV2
-Identity Inv IsFinite IsInf IsNan IsVariableInitialized L2Loss LRN LeakyRelu Less LessEqual Log Log1p LogSoftmax
-LogicalAnd LogicalNot LogicalOr LookupTableFindV2 LoopCond MatMul Max MaxPool MaxPoolGrad MaxPoolV2 Maximum Mean
-Min Minimum MirrorPad Mod Mul Neg NextIteration NotEqual OneHot OnesLike Pack Pad PadV2 Placeholder
-PlaceholderV2 PlaceholderWithDefault Pow PreventGradient Prod RandomStandardNormal RandomUniform
-RandomUniformInt Range Rank ReadVariableOp RealDiv Reciprocal RefIdentity Relu Relu6 ReluGrad Reshape
-ResourceGather Restore RestoreSlice Round Rsqrt ScatterAdd ScatterDiv ScatterMul ScatterSub ScatterUpdate Select
-SelectV2 Selu Shape ShardedFilename ShardedFilespec Sigmoid Sign Sin Size Slice Snapshot Softmax Softplus
-Softsign SparseToDense Sqrt Square SquaredDifference Squeeze StopGradient StridedSlice StringJoin Sub Sum Tanh
-TemporaryVariable TensorArrayReadV3 TensorArrayWriteV3 Tile Transpose TruncateDiv TruncateMod TruncatedNormal
-VarHandleOp VarIsInitializedOp Variable VariableV2 Where ZerosLike
-""".split())
-_FIXED_OUTPUTS = {
-    **dict.fromkeys("""Assert AssignAddVariableOp AssignSubVariableOp AssignVariableOp ControlTrigger DestroyResourceOp
-                       MergeV2Checkpoints NoOp ResourceApplyAdam ResourceApplyGradientDescent Save SaveSlices
-                       SaveV2""".split(), 0),
-    **dict.fromkeys("""BroadcastGradientArgs Merge RefMerge RefSwitch SoftmaxCrossEntropyWithLogits
-                       SparseSoftmaxCrossEntropyWithLogits Switch TensorArrayV3 TopKV2 Unique""".split(), 2),
-    "FusedBatchNorm": 5, "FusedBatchNormV2": 5, "FusedBatchNormGradV3": 5, "FusedBatchNormV3": 6,
-}
-# Variadic outputs: the attribute that counts them (an int, or a list of types).
-_VARIADIC_OUTPUTS = {
-    "Case": "Tout", "IdentityN": "T", "If": "Tout", "StatelessIf": "Tout", "PartitionedCall": "Tout",
-    "StatefulPartitionedCall": "Tout", "While": "T", "StatelessWhile": "T", "IteratorGetNext": "output_types",
-    "QueueDequeueV2": "component_types", "RestoreV2": "dtypes", "ShapeN": "N", "Split": "num_split",
-    "SplitV": "num_split", "Unpack": "num",
-}
+# How many outputs an operation has comes from TensorFlow 2.21's OpDefs (``_opdefs``), for the op types ckpt knows
+# (every type to_torch runs, the Saver's, initialisers', control flow and common training ops). A graph file's input
+# "x:N" is checked against these: the index is an untrusted number and must never size a list.
 
 #: Highest number of outputs ckpt accepts for an operation whose count it cannot tell (an op type it does not
 #: know, without ``_output_shapes``): an input ``"op:N"`` beyond it is refused as malformed.
@@ -81,19 +50,7 @@ MAX_OUTPUTS = 1 << 12
 
 def known_output_count(node) -> int | None:
     """How many outputs ``node`` has by its op type's OpDef, or None when ckpt does not know the type."""
-    if node.op in _ONE_OUTPUT:
-        return 1
-    if node.op in _FIXED_OUTPUTS:
-        return _FIXED_OUTPUTS[node.op]
-    attr_name = _VARIADIC_OUTPUTS.get(node.op)
-    if attr_name is not None and attr_name in node.attr:
-        attr = node.attr[attr_name]
-        kind = attr.WhichOneof("value")
-        if kind == "i":
-            return max(int(attr.i), 0)
-        if kind == "list":
-            return len(attr.list.type)
-    return None
+    return output_count(node)
 
 
 def output_counts(graph: graph_pb2.GraphDef, path: str) -> dict[str, int]:
@@ -135,7 +92,7 @@ def output_counts(graph: graph_pb2.GraphDef, path: str) -> dict[str, int]:
             if len(problems) >= 5:
                 break
             continue
-        if known is not None and node.op not in _VARIADIC_OUTPUTS:
+        if known is not None and (not is_variadic(node.op) or known <= max(listed, MAX_OUTPUTS)):
             counts[name] = known
         else:
             counts[name] = max(listed, used, 0 if known == 0 else 1)

@@ -40,6 +40,7 @@ __all__ = ["freeze", "extract_sub_graph"]
 _INTERMEDIATE = frozenset({"Enter", "Exit", "Identity", "NextIteration", "Switch", "_SwitchN"})
 _FUNCTION_CALLERS = frozenset({"If", "StatelessIf", "While", "StatelessWhile", "Case", "PartitionedCall",
                                "StatefulPartitionedCall"})
+_CALLS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
 
 
 def _node_name(name: str) -> str:
@@ -102,9 +103,12 @@ def freeze(graph, checkpoint=None, outputs=None, *, clear_devices: bool = False,
             :class:`ckpt.graph._to_torch.GraphModule` (its graph and current values; ``checkpoint`` is then not
             given).
         checkpoint: The values: a checkpoint prefix, one of its files, a directory, an open
-            :class:`ckpt.Reader`, or a ``GraphModule`` made from this graph.
+            :class:`ckpt.Reader`, or a ``GraphModule`` made from this graph. Default for a SavedModel: its
+            ``variables/``.
         outputs: Output operation names (``"ArgMax"``, or ``"ArgMax,Softmax"``); ``"name:0"`` is accepted.
-            Default for a module: its outputs.
+            Default for a module: its outputs; for a SavedModel: the outputs of its ``serving_default`` signature
+            (function calls are inlined and If/While bodies that read variables rewritten, as TensorFlow's
+            ``convert_variables_to_constants_v2`` does).
         clear_devices: Drop every node's device placement first (TensorFlow's ``freeze_graph --clear_devices``).
         variable_names: Only freeze these variables (TensorFlow's allowlist); others stay variables.
 
@@ -117,8 +121,8 @@ def freeze(graph, checkpoint=None, outputs=None, *, clear_devices: bool = False,
         StateMismatchError: a value's dtype or shape does not match its variable or constant (all listed), or
             nothing in the checkpoint belongs to the graph (a graph without variables and none of its constants
             in the checkpoint: the values would be silently ignored).
-        UnsupportedError: a variable feeds a function call or control-flow op that TensorFlow rewrites inside
-            function bodies (If, While, PartitionedCall, ...), or a ResourceGather with batch_dims != 0.
+        UnsupportedError: inside a function body (an If/While branch) a variable is used other than read, or a
+            ResourceGather has batch_dims != 0.
 
     Example:
         >>> frozen = ckpt.graph.freeze("model/CNN.ckpt.meta", "model/", ["ArgMax"])    # doctest: +SKIP
@@ -149,6 +153,13 @@ def _freeze(graph, checkpoint=None, outputs=None, *, clear_devices: bool = False
             raise ValueError("freeze(graph, module, ...): the module was not made from this graph; pass the module "
                              "alone (freeze(module, outputs=...))")
         graph = module.graph
+    if not isinstance(graph, Graph) and module is None:
+        graph = load(graph) if isinstance(graph, (str, os.PathLike)) else Graph(graph)
+    if hasattr(graph, "signature_specs") and module is None:  # a SavedModel: its variables, serving_default
+        if checkpoint is None:
+            checkpoint = graph.variables_prefix
+        if outputs is None and "serving_default" in graph.signature_specs:
+            outputs = [t.name for t in graph.signature_specs["serving_default"].outputs.values()]
     if checkpoint is None and module is None:
         raise TypeError("freeze needs a checkpoint (a prefix, directory or Reader) or a module from to_torch")
     if not isinstance(graph, Graph):
@@ -172,6 +183,10 @@ def _freeze(graph, checkpoint=None, outputs=None, *, clear_devices: bool = False
         for node in source.node:
             node.device = ""
     pruned = extract_sub_graph(source, wanted)
+    if any(n.op in _CALLS for n in pruned.node):  # a SavedModel signature: inline the call bodies, as TF's v2 does
+        from ._functions import inline_calls
+
+        pruned = extract_sub_graph(inline_calls(pruned), wanted)
 
     allow = set(variable_names) if variable_names is not None else None
     variables = {v.name: v for v in graph.variables}
@@ -184,7 +199,12 @@ def _freeze(graph, checkpoint=None, outputs=None, *, clear_devices: bool = False
     if module is None:
         _check_not_tuned(graph, const_values, {n.name for n in constants})
     changed = _replace_constants(pruned, const_values)
-    frozen = Graph(_replace_variables(pruned, values), path=None, validate=False)
+    converted = _replace_variables(pruned, values)
+    if converted.library.function:
+        from ._functions import prune_library
+
+        prune_library(converted)
+    frozen = Graph(converted, path=None, validate=False)
     return frozen, {"variables": list(values), "constants": changed}
 
 
@@ -371,10 +391,9 @@ def _replace_variables(pruned: graph_pb2.GraphDef, values: dict[str, np.ndarray]
             if "_class" in old.attr:
                 node.attr["_class"].CopyFrom(old.attr["_class"])
         elif old.op in _FUNCTION_CALLERS:
-            raise UnsupportedError(
-                f"cannot freeze: variable value flows into {old.op} node {old.name!r}; rewriting function bodies is "
-                "not supported by ckpt (freeze with TensorFlow, or choose outputs that do not need it)",
-                key=old.name)
+            from ._functions import freeze_resource_input
+
+            freeze_resource_input(converted, node, index, dtype)  # If/While/calls: rewrite the bodies it reaches
         # Every other op (Merge included, as in TensorFlow) keeps its definition.
 
     for name, value in values.items():

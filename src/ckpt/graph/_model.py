@@ -1,7 +1,7 @@
 """``Graph``: a read-only view of a GraphDef / MetaGraphDef with TensorFlow's vocabulary.
 
-Operations keep the file's node order (which is the order ``tf.compat.v1.train.import_meta_graph`` lists them in),
-their inputs parsed into :class:`Input` (``"^init"`` is a control input, ``"split:1"`` output 1 of ``split``), and
+Operations are listed in TensorFlow's import order (``tf.import_graph_def``'s: topological, ties in file order), their
+inputs parsed into :class:`Input` (``"^init"`` is a control input, ``"split:1"`` output 1 of ``split``), and
 their attributes decoded to Python values on first access. Static tensor information comes from what the file
 records: the ``_output_shapes`` attribute when TensorFlow wrote it, otherwise the producer's own attributes
 (``Placeholder``'s ``dtype``/``shape``, a ``Const``'s value, a ``VariableV2``'s ``shape``).
@@ -28,8 +28,9 @@ from ..format.protos import graph_pb2, meta_graph_pb2, saver_pb2, variable_pb2
 from ..format.tensor_proto import dtype_name, make_ndarray, shape_from_proto
 from ._attrs import attr_summary, decode_attr
 from ._files import MAX_OUTPUTS, check_graph_def, known_output_count, output_counts, write_message
+from ._opdefs import output_dtypes
 
-__all__ = ["Graph", "Operation", "Tensor", "Input", "Variable", "SaverInfo", "parse_input"]
+__all__ = ["Graph", "Operation", "Tensor", "Input", "Variable", "SaverInfo", "parse_input", "saver_scopes_of"]
 
 VARIABLE_OPS = frozenset({"VariableV2", "Variable", "VarHandleOp"})
 PLACEHOLDER_OPS = frozenset({"Placeholder", "PlaceholderWithDefault", "PlaceholderV2"})
@@ -241,6 +242,9 @@ class Operation:
         return Tensor(f"{self.name}:{index}", self, index, self._output_dtype(index), self._output_shape(index))
 
     def _output_dtype(self, index: int) -> str | None:
+        by_opdef = output_dtypes(self.node, index + 1)
+        if by_opdef is not None and index < len(by_opdef):
+            return by_opdef[index]
         attrs = self.node.attr
         if self.type in _BOOL_OUT:
             return "bool"
@@ -321,8 +325,9 @@ class Graph:
         self.path: str | None = os.fspath(path) if path is not None else None
         if validate:
             check_graph_def(self._graph_def, self.path or "graph")
-        self._ops = [Operation(self, node) for node in self._graph_def.node]
-        self._by_name = {op.name: op for op in self._ops}
+        ops = [Operation(self, node) for node in self._graph_def.node]
+        self._by_name = {op.name: op for op in ops}
+        self._ops = _topological(ops, self._by_name)  # TensorFlow's import order, which get_operations() lists
         self._consumers: dict[str, list[Operation]] = {}
         for op in self._ops:
             seen = set()
@@ -357,7 +362,8 @@ class Graph:
 
     @property
     def operations(self) -> list[Operation]:
-        """Every operation, in file order (TensorFlow's ``get_operations()`` order after an import)."""
+        """Every operation, in TensorFlow's import order (``get_operations()`` after ``import_graph_def``): inputs
+        before their users, otherwise file order."""
         return list(self._ops)
 
     def get_operations(self) -> list[Operation]:
@@ -497,13 +503,8 @@ class Graph:
         train_ops = set()
         if self._meta is not None and "train_op" in self._meta.collection_def:
             train_ops = set(self._meta.collection_def["train_op"].node_list.value)
-        saver_scopes = set()
-        if self.saver_def is not None:
-            for name in (self.saver_def.filename_tensor_name, self.saver_def.save_tensor_name,
-                         self.saver_def.restore_op_name):
-                if "/" in name:
-                    saver_scopes.add(name.split("/", 1)[0] + "/")
-        for op in self._ops:  # file order is topological, so inputs are classified before their consumers
+        saver_scopes = {scope + "/" for scope in saver_scopes_of(self.saver_def)}
+        for op in self._ops:  # import order is topological, so inputs are classified before their consumers
             name = op.name
             if _SAVER_NAME.match(name) or op.type in _SAVER_TYPES or any(name.startswith(s) for s in saver_scopes):
                 roles[name] = "saver"
@@ -734,6 +735,22 @@ class Graph:
         return iframe_html(self.to_html())
 
 
+def saver_scopes_of(saver: SaverInfo | None) -> set[str]:
+    """The name scopes of a SaverDef's nodes: everything up to the last ``save``/``save_N`` component of its
+    tensor and op names (``pos_var_scope_zh/save/Const:0`` -> ``pos_var_scope_zh/save``), so a Saver made inside
+    a variable scope claims its own scope and not the model's."""
+    scopes: set[str] = set()
+    if saver is None:
+        return scopes
+    for name in (saver.filename_tensor_name, saver.save_tensor_name, saver.restore_op_name):
+        parts = parse_input(name).op.split("/") if name else []
+        for i in range(len(parts) - 2, -1, -1):  # the op itself is never the scope
+            if re.fullmatch(r"save(?:_\d+)?", parts[i]):
+                scopes.add("/".join(parts[:i + 1]))
+                break
+    return scopes
+
+
 def _wrap_meta(graph_def: graph_pb2.GraphDef) -> meta_graph_pb2.MetaGraphDef:
     meta = meta_graph_pb2.MetaGraphDef()
     meta.meta_info_def.SetInParent()
@@ -755,18 +772,25 @@ def _parse_slice_spec(spec: str):
 
 
 def _topological(ops: Sequence[Operation], by_name: dict[str, Operation]) -> list[Operation]:
-    """Kahn's algorithm, ties in file order; nodes on a cycle (NextIteration loops) are appended at the end."""
+    """TensorFlow's import order (``GraphConstructor``): Kahn's algorithm over input edges, the lowest file position
+    first among the ready nodes; a ``Merge`` fed by a ``NextIteration`` (a while loop's back edge) is ready after its
+    control inputs and one data input. Nodes that never become ready (other cycles) are appended in file order."""
     import heapq
 
-    position = {op.name: i for i, op in enumerate(ops)}
-    pending = {}
-    users: dict[str, list[str]] = {}
-    for op in ops:
-        sources = {i.op for i in op.inputs if i.op in by_name and i.op != op.name}
-        pending[op.name] = len(sources)
-        for s in sources:
-            users.setdefault(s, []).append(op.name)
-    ready = [position[n] for n, c in pending.items() if c == 0]
+    pending = []
+    users: dict[str, list[int]] = {}
+    for i, op in enumerate(ops):
+        count = 0
+        for inp in op.inputs:
+            if inp.op in by_name:
+                users.setdefault(inp.op, []).append(i)
+                count += 1
+        if op.type in ("Merge", "RefMerge") and any(
+                not inp.control and inp.op in by_name and by_name[inp.op].type in ("NextIteration", "RefNextIteration")
+                for inp in op.inputs):
+            count = sum(1 for inp in op.inputs if inp.control) + 1
+        pending.append(count)
+    ready = [i for i, c in enumerate(pending) if c == 0]
     heapq.heapify(ready)
     order = []
     while ready:
@@ -775,7 +799,7 @@ def _topological(ops: Sequence[Operation], by_name: dict[str, Operation]) -> lis
         for u in users.get(op.name, ()):
             pending[u] -= 1
             if pending[u] == 0:
-                heapq.heappush(ready, position[u])
+                heapq.heappush(ready, u)
     if len(order) < len(ops):
         done = {op.name for op in order}
         order.extend(op for op in ops if op.name not in done)

@@ -19,7 +19,8 @@ How a graph becomes a module:
   is computed once per set of fetches and fed names and cached. ``module(*inputs, **feeds)`` runs the outputs given
   to :func:`to_torch`. Gradients flow through everything except ``StopGradient``.
 * **Control flow.** TF1 ``cond`` (``Switch``/``Merge``) runs with TensorFlow's dead-tensor rules, and functional
-  ``If``/``StatelessIf``/``PartitionedCall`` run their function bodies. A boolean placeholder that is a ``cond``
+  ``If``/``StatelessIf``/``PartitionedCall`` run their function bodies; ``While``/``StatelessWhile`` run as a
+  Python loop over the body (gradients flow through every iteration). A boolean placeholder that is a ``cond``
   predicate (``is_training``, Keras's learning phase) follows the module's mode when not fed: ``module.train()``
   feeds True, ``module.eval()`` False. ``to_torch`` returns the module in eval mode.
 * **What is left out.** Training updates (``ApplyAdam``, ``gradients/*``), variable assignments and initialisers,
@@ -49,7 +50,8 @@ from ..errors import (CheckpointError, CheckpointNotFoundError, CorruptCheckpoin
                       OperationNotFoundError, StateMismatchError, UnsupportedOperationsError)
 from ..format.tensor_proto import shape_from_proto
 from ._attrs import decode_attr
-from ._model import PLACEHOLDER_OPS, VARIABLE_OPS, Graph, parse_input
+from ._model import PLACEHOLDER_OPS, VARIABLE_OPS, Graph, parse_input, saver_scopes_of
+from ._opdefs import output_arg_names
 from ._torch_ops import CHECKS, KERNELS, MULTI_OUTPUT, OUTPUT_ARGS, _created, as_tensor, torch_dtype
 
 __all__ = ["to_torch", "GraphModule", "UnsupportedOperationsError", "FeedError", "SUPPORTED_OPS"]
@@ -59,7 +61,9 @@ logger = logging.getLogger("ckpt.graph")
 _SWITCH = frozenset({"Switch", "RefSwitch"})
 _MERGE = frozenset({"Merge", "RefMerge"})
 _CONTROL = _SWITCH | _MERGE
-_FUNCTION_OPS = frozenset({"If", "StatelessIf", "PartitionedCall", "StatefulPartitionedCall"})
+_FUNCTION_OPS = frozenset({"If", "StatelessIf", "PartitionedCall", "StatefulPartitionedCall", "While",
+                           "StatelessWhile"})
+_WHILE = frozenset({"While", "StatelessWhile"})
 _ENGINE_OPS = frozenset({"Const", "VarHandleOp", "ReadVariableOp", "ResourceGather", *PLACEHOLDER_OPS,
                          *VARIABLE_OPS, *_CONTROL, *_FUNCTION_OPS})
 
@@ -199,7 +203,7 @@ def _function_ref(text: str, types: dict[str, str], args: set[str]) -> tuple[str
     if len(parts) == 2:  # "node:index" (graph style) also appears in some bodies
         return parts[0], int(parts[1]) if parts[1].isdigit() else 0
     node, arg, index = parts[0], parts[1], int(parts[2])
-    names = OUTPUT_ARGS.get(types.get(node, ""))
+    names = OUTPUT_ARGS.get(types.get(node, "")) or output_arg_names(types.get(node, ""))
     offset = names.index(arg) if names and arg in names else 0
     return node, offset + index
 
@@ -256,9 +260,7 @@ class _Program:
     def _find_left_out(self) -> dict[str, str]:
         # The Saver's own scope (save/, save_1/, or the scope its SaverDef names): file names, I/O, restore ops.
         # Other operations the graph counts as the Saver's (reads that only the Saver consumes) can still run.
-        scopes = {"save"}
-        if self.graph.saver_def is not None and "/" in self.graph.saver_def.filename_tensor_name:
-            scopes.add(self.graph.saver_def.filename_tensor_name.split("/", 1)[0])
+        scopes = {"save"} | saver_scopes_of(self.graph.saver_def)
         self._saver_scope = re.compile(r"\A(?:" + "|".join(re.escape(s) for s in sorted(scopes))
                                        + r")(?:_\d+)?(?:/|\Z)")
         out = {}
@@ -390,6 +392,9 @@ class _Program:
             if key is None and node.type in _FUNCTION_OPS:
                 wanted = tuple(sorted(used.get(node.name, ())))
                 for fname in _functions_called(node):
+                    if node.type in _WHILE:  # the loop needs every output of its body, and the condition's
+                        count = len(self.function(fname).returns) if fname in self._fdefs else 0
+                        wanted = (0,) if fname == node.attrs["cond"].name else tuple(range(count))
                     if (fname, wanted) in seen:
                         continue
                     seen.add((fname, wanted))
@@ -499,6 +504,8 @@ def _uses(nodes: Iterable[_Node], fetches: Iterable[tuple[str, int]]) -> dict[st
 def _functions_called(node: _Node) -> list[str]:
     if node.type in ("If", "StatelessIf"):
         return [node.attrs["then_branch"].name, node.attrs["else_branch"].name]
+    if node.type in _WHILE:
+        return [node.attrs["cond"].name, node.attrs["body"].name]
     return [node.attrs["f"].name]
 
 
@@ -571,6 +578,13 @@ class _Runtime:
             return self.call(branch.name, list(args[1:]), wanted)
         if t in ("PartitionedCall", "StatefulPartitionedCall"):
             return self.call(node.attrs["f"].name, list(args), wanted)
+        if t in _WHILE:  # a Python loop: autograd differentiates through every iteration
+            cond, body = node.attrs["cond"].name, node.attrs["body"].name
+            values = list(args)
+            every = list(range(len(values)))
+            while bool(self.read(self.call(cond, values, [0])[0]).reshape(-1)[0]):
+                values = self.call(body, values, every)
+            return values
         if t == "Const":
             if body is self.program.body:
                 return [self.module._constant(node.name)]
@@ -1184,7 +1198,8 @@ def _initial_values(program: _Program, needed_vars: set[str]) -> dict[str, np.nd
 
 
 def to_torch(graph_or_path, checkpoint=None, *, inputs=None, outputs=None,
-             constants_as_parameters: bool | str | Sequence[str] = False) -> GraphModule:
+             constants_as_parameters: bool | str | Sequence[str] = False, signature: str | None = None,
+             tags=("serve",)) -> GraphModule:
     """Turn a TensorFlow 1 graph and its checkpoint into a trainable PyTorch module (see the module docstring).
 
     Args:
@@ -1201,6 +1216,10 @@ def to_torch(graph_or_path, checkpoint=None, *, inputs=None, outputs=None,
             operations nothing consumes.
         constants_as_parameters: For frozen graphs: make floating-point constants trainable parameters: True for
             all, or glob pattern(s) of constant names (``"fc_layer_2/*"``).
+        signature: For a SavedModel: the signature to run (default ``"serving_default"`` when neither ``inputs``
+            nor ``outputs`` are given): the module takes its inputs by keyword (``module(x=...)``) and returns a
+            dict of its outputs; variables come from ``DIR/variables`` through the SavedModel's object graph.
+        tags: For a SavedModel: the meta graph's tag set.
 
     Returns:
         A :class:`GraphModule` in eval mode.
@@ -1222,9 +1241,18 @@ def to_torch(graph_or_path, checkpoint=None, *, inputs=None, outputs=None,
     elif isinstance(graph_or_path, (str, os.PathLike)):
         from . import load
 
-        graph = load(graph_or_path)
+        graph = load(graph_or_path, tags=tags)
     else:
         graph = Graph(graph_or_path)
+    if hasattr(graph, "signature_specs"):  # a SavedModel: its signature and its variables directory by default
+        if signature is not None or (inputs is None and outputs is None and graph.signature_specs):
+            sig = graph.signature(signature or "serving_default")
+            inputs = {k: v.name for k, v in sig.inputs.items()} if inputs is None else inputs
+            outputs = {k: v.name for k, v in sig.outputs.items()} if outputs is None else outputs
+        if checkpoint is None and os.path.exists(graph.variables_prefix + ".index"):
+            checkpoint = graph.variables_prefix
+    elif signature is not None:
+        raise ValueError(f"signature={signature!r}: {graph.path or 'the graph'} is not a SavedModel")
     program = _Program(graph)
     # Check the outputs before reading anything.
     out_spec = outputs if outputs is not None else _default_outputs(graph)
