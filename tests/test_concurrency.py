@@ -181,13 +181,13 @@ WRITER = textwrap.dedent("""
     import numpy as np
     import ckpt, ckpt._lock as lock_mod
     directory, name, steps, log = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]
-    intervals = []
+    intervals, current = [], [None]
     acquire, release = lock_mod.DirectoryLock.acquire, lock_mod.DirectoryLock.release
     def timed_acquire(self):
         acquire(self)
         self._t0 = time.time()
     def timed_release(self):
-        intervals.append((self._t0, time.time()))
+        intervals.append((self._t0, time.time(), current[0]))
         time.sleep(0.002)
         release(self)
     lock_mod.DirectoryLock.acquire, lock_mod.DirectoryLock.release = timed_acquire, timed_release
@@ -199,6 +199,7 @@ WRITER = textwrap.dedent("""
     manager = ckpt.Manager(directory, name=name, max_to_keep=int(sys.argv[5]), rng=False)
     print("ready", flush=True)
     for step in steps:
+        current[0] = step
         manager.save(step, {"w": np.full((64, 64), step, np.float32), "step": np.int64(step),
                             "tag": np.array([f"step-{step}".encode()], dtype=object)})
     json.dump(intervals, open(log, "w"))
@@ -213,13 +214,13 @@ def run_writers(directory: Path, tmp_path: Path, plans: list[tuple[str, list[int
         assert proc.returncode == 0, err
     intervals = []
     for i, _ in enumerate(plans):
-        intervals += [(a, b, i) for a, b in json.loads((tmp_path / f"log{i}.json").read_text())]
+        intervals += [(a, b, i, step) for a, b, step in json.loads((tmp_path / f"log{i}.json").read_text())]
     return sorted(intervals)
 
 
 def assert_disjoint(intervals) -> None:
-    assert len({i for _, _, i in intervals}) > 1
-    for (a0, a1, i), (b0, b1, j) in zip(intervals, intervals[1:]):
+    assert len({i for _, _, i, _ in intervals}) > 1
+    for (a0, a1, i, _), (b0, b1, j, _) in zip(intervals, intervals[1:]):
         assert a1 <= b0, f"writers {i} and {j} held the lock at the same time: {(a0, a1)} and {(b0, b1)}"
 
 
@@ -249,7 +250,12 @@ def test_two_processes_sharing_one_manager_name_keep_one_consistent_record(tmp_p
     manager = ckpt.Manager(directory, max_to_keep=4)
     # Each save re-reads the record under the lock, so retention saw both processes' checkpoints.
     assert manager.all_steps() == sorted(int(p.name[5:-6]) for p in directory.glob("ckpt-*.index"))
-    assert len(manager.all_steps()) == 4 and 12 in manager.all_steps()
+    # Retention keeps the four most recently committed saves (a save commits in its last hold of the lock), and
+    # the latest is the last one committed, whichever process made it.
+    last_hold = {step: end for _, end, _, step in intervals if step is not None}
+    committed = sorted(last_hold, key=last_hold.get)
+    assert manager.all_steps() == sorted(committed[-4:])
+    assert manager.latest_step == committed[-1]
     assert ckpt.verify(directory).ok
 
 
