@@ -27,6 +27,7 @@ from ..errors import UnsupportedError
 from ..format import dtypes as _dtypes
 from ..format.protos import attr_value_pb2, graph_pb2
 from ..format.tensor_proto import shape_to_proto
+from ._build import node_name
 from ._model import Graph
 
 __all__ = ["from_torch"]
@@ -130,7 +131,8 @@ class _Builder:
         self.names: set[str] = set()
 
     def unique(self, name: str) -> str:
-        base, n = name, 0
+        base, n = node_name(name), 0  # fx names such as "_0" are not TensorFlow node names
+        name = base
         while name in self.names:
             n += 1
             name = f"{base}_{n}"
