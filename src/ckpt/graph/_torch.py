@@ -5,7 +5,8 @@ Importing this module imports torch; :func:`ckpt.graph.from_torch` imports it on
 The module is traced with ``torch.fx.symbolic_trace`` (falling back to ``torch.export.export`` for modules fx cannot
 trace, such as data-dependent control flow) and every traced node becomes a NodeDef:
 
-* nodes keep their fx names (``x``, ``fc1``, ``relu``, ``add_1``) and take the called module's class name
+* nodes keep their fx names (``x``, ``fc1``, ``relu``, ``add_1``), made valid TensorFlow node names (``_0`` becomes
+  ``0``: see :func:`ckpt.graph.node_name`), and take the called module's class name
   (``Linear``, ``Conv2d``) or function name (``relu``, ``add``, ``flatten``) as their op type; method calls are
   typed by the method (``view``); inputs are wired to the producing nodes;
 * parameters and buffers are ``VariableV2`` nodes named by their ``state_dict`` name with ``/`` separators
