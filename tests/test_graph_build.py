@@ -133,7 +133,10 @@ def test_save_writes_pb_pbtxt_meta_that_load_back(tmp_path):
         assert [op.name for op in back.operations] == ["x", "w", "y"]
         assert (back.meta_graph_def is not None) == name.endswith(".meta")
     assert (tmp_path / "g.pbtxt").read_text().startswith("node {")
-    assert G.GraphBuilder(tmp_path / "g.pb").graph_def.SerializeToString() == b.graph_def.SerializeToString()
+    from_pb = G.GraphBuilder(tmp_path / "g.pb")
+    assert from_pb.graph_def.SerializeToString(deterministic=True) == b.graph_def.SerializeToString(deterministic=True)
+    assert from_pb.graph.meta_graph_def is None and G.GraphBuilder(tmp_path / "g.meta").graph.meta_graph_def
+    assert G.load(from_pb.save(tmp_path / "again.meta")).meta_graph_def is not None
 
 
 def test_from_torch_names_are_valid():

@@ -224,6 +224,7 @@ class GraphBuilder:
         self._meta.meta_info_def.SetInParent()
         self._meta.graph_def.versions.producer = GRAPH_DEF_VERSION
         self._producer_set = False
+        self._has_meta = False  # whether a MetaGraphDef was imported: then snapshots and .meta files carry its parts
         self._names: set[str] = set()
         if graph is not None:
             self.import_graph(graph)
@@ -237,7 +238,12 @@ class GraphBuilder:
 
     @property
     def graph(self) -> Graph:
-        """An immutable, validated snapshot as a :class:`Graph` (with its MetaGraphDef parts)."""
+        """An immutable, validated snapshot as a :class:`Graph` (with the MetaGraphDef parts when a ``.meta`` was
+        imported; a plain GraphDef otherwise)."""
+        if not self._has_meta:
+            gd = graph_pb2.GraphDef()
+            gd.CopyFrom(self._meta.graph_def)
+            return Graph(gd)
         meta = meta_graph_pb2.MetaGraphDef()
         meta.CopyFrom(self._meta)
         return Graph(meta_graph_def=meta)
@@ -464,7 +470,8 @@ class GraphBuilder:
                 library.gradient.add().CopyFrom(g)
 
     def _merge_meta(self, source, prefix: str) -> None:
-        first = not self._meta.collection_def and not self._meta.HasField("saver_def")
+        first = not self._has_meta
+        self._has_meta = True
         if first and not prefix:
             self._meta.meta_info_def.CopyFrom(source.meta_info_def)
             for key, sig in source.signature_def.items():
@@ -675,7 +682,7 @@ class GraphBuilder:
         path = Path(path)
         if meta is None:
             meta = path.suffix.lower() == ".meta" or (path.suffix.lower() not in (".pb", ".pbtxt", ".txt")
-                                                      and bool(self._meta.collection_def))
+                                                      and self._has_meta)
         return self.graph.save(path, text=text, meta=meta, sync=sync)
 
 
