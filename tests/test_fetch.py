@@ -359,3 +359,11 @@ def test_truncated_archive_is_a_clear_error_and_not_kept(name, server, cache):
         ckpt.fetch(url, cache_dir=cache)
     assert not isinstance(info.value, ckpt.UnsafeArchiveError)
     assert [p for p in _listing(cache) if not p.startswith(".ckpt.lock")] == []
+
+
+def test_a_download_larger_than_allowed_is_refused_and_not_kept(server, cache):
+    url = server.add("/huge.bin", os.urandom(2 << 20))
+    with pytest.raises(ckpt.DownloadError, match="max_bytes") as info:
+        ckpt.fetch(url, cache_dir=cache, max_download_bytes=1 << 20)
+    assert not info.value.retryable
+    assert [p for p in _listing(cache) if not p.startswith(".ckpt.lock")] == []

@@ -163,6 +163,10 @@ def _download(url: str, part: Path, *, timeout: float, retries: int, max_bytes: 
             raise DownloadError(f"{url}: the connection closed before the whole file arrived; run again to resume",
                                 path=str(part), retryable=True)
         except DownloadError as exc:
+            if not exc.retryable:
+                for leftover in (part, validators_path):  # nothing worth resuming
+                    if leftover.exists():
+                        leftover.unlink()
             if not exc.retryable or attempt >= retries:
                 raise
         attempt += 1
@@ -524,10 +528,11 @@ def fetch(url: str, *, sha256: str | None = None, cache_dir: str | os.PathLike |
         _write_json(record_path, record)
         try:
             return _finish(file, record, extracted, extract=extract, max_bytes=max_bytes, max_files=max_files)
+        except UnsafeArchiveError:
+            raise  # what the URL serves: kept, so later calls fail the same way without the network
         except CorruptCheckpointError:
-            if not isinstance(sys.exc_info()[1], UnsafeArchiveError):
-                _remove(file)  # a truncated archive is of no use: the next call downloads it again
-                record_path.unlink()
+            _remove(file)  # a truncated archive is of no use: the next call downloads it again
+            record_path.unlink()
             raise
 
 
