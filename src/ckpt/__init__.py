@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from . import graph  # ckpt.graph: .meta/.pb/.pbtxt files (imports no framework)
 from ._convert import ConvertResult, convert
+from ._fetch import fetch
 from ._paths import local_path
 from ._diff import DiffResult, diff
 from .api import RestoreReport, flatten, load, restore, save, wait
 from .errors import (CheckpointError, CheckpointNotFoundError, ChecksumMismatchError, CkptError,
-                     CorruptCheckpointError, CorruptCheckpointWarning, DTypeNotSupportedError, FeedError,
-                     InvalidStateError, LockTimeoutError, OperationNotFoundError, StateMismatchError,
-                     UnsupportedError, UnsupportedOperationsError)
+                     CorruptCheckpointError, CorruptCheckpointWarning, DownloadError, DTypeNotSupportedError,
+                     FeedError, InvalidStateError, LockTimeoutError, OperationNotFoundError, StateMismatchError,
+                     UnsafeArchiveError, UnsupportedError, UnsupportedOperationsError)
 from .format.state_file import latest as _latest
 from .manager import Manager
 from .policies import (CheckpointInfo, KeepAny, KeepBest, KeepEveryNHours, KeepEveryNSteps, KeepLast, SaveAny,
@@ -35,10 +36,11 @@ __all__ = [
     "save", "load", "restore", "flatten", "wait", "RestoreReport", "latest", "Reader",
     "Manager", "CheckpointInfo", "KeepLast", "KeepEveryNHours", "KeepEveryNSteps", "KeepBest", "KeepAny",
     "SaveEveryNSteps", "SaveEveryNSeconds", "SaveAny",
-    "convert", "ConvertResult", "diff", "DiffResult", "verify", "VerifyReport", "graph",
+    "convert", "ConvertResult", "fetch", "diff", "DiffResult", "verify", "VerifyReport", "graph",
     "CheckpointError", "CkptError", "CheckpointNotFoundError", "CorruptCheckpointError", "ChecksumMismatchError",
     "UnsupportedError", "DTypeNotSupportedError", "InvalidStateError", "StateMismatchError", "LockTimeoutError",
     "OperationNotFoundError", "UnsupportedOperationsError", "FeedError", "CorruptCheckpointWarning",
+    "DownloadError", "UnsafeArchiveError",
     "__version__",
 ]
 

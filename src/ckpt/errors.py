@@ -25,6 +25,8 @@ __all__ = [
     "UnsupportedOperationsError",
     "FeedError",
     "OperationNotFoundError",
+    "DownloadError",
+    "UnsafeArchiveError",
 ]
 
 
@@ -123,6 +125,26 @@ class OperationNotFoundError(CheckpointError, KeyError):
                  available: list[str] | None = None) -> None:
         super().__init__(message, path=path, key=key)
         self.available = list(available or [])
+
+
+# ---------------------------------------------------------------------------------------------- downloads
+
+
+class DownloadError(CheckpointError, OSError):
+    """``ckpt.fetch`` could not download a URL (no connection, an HTTP error, an interrupted transfer).
+
+    Attributes:
+        retryable: Whether trying again may help (a partial download is kept and resumed).
+    """
+
+    def __init__(self, message: str, *, path: str | os.PathLike | None = None, retryable: bool = False) -> None:
+        super().__init__(message, path=path)
+        self.retryable = retryable
+
+
+class UnsafeArchiveError(CorruptCheckpointError):
+    """An archive member ``ckpt.fetch`` refuses to extract: an absolute path, ``..``, a link leading outside, a
+    device file, or more files or bytes than allowed. ``key`` names the member; nothing was extracted."""
 
 
 # ---------------------------------------------------------------------------------------------- concurrency

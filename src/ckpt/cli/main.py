@@ -15,6 +15,7 @@ from . import freeze as freeze_cmd
 from . import graph as graph_cmd
 from . import convert as convert_cmd
 from . import diff as diff_cmd
+from . import fetch as fetch_cmd
 from . import inspect as inspect_cmd
 from . import run as run_cmd
 from . import summary as summary_cmd
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     freeze_cmd.add_parser(sub)
     run_cmd.add_parser(sub)
     summary_cmd.add_parser(sub)
+    fetch_cmd.add_parser(sub)
     return parser
 
 

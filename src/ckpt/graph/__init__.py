@@ -5,6 +5,8 @@
 * :func:`freeze` turns a graph plus a checkpoint into a frozen GraphDef, as ``convert_variables_to_constants`` does.
 * :func:`export_meta_graph` writes a ``.meta``; :func:`from_torch` builds a GraphDef for a PyTorch module, so any
   framework gets a structure file TensorBoard and Netron can show.
+* :class:`GraphBuilder` edits graphs: import under a scope, add ops and constants on named tensors, rewire, rename,
+  prune, and write ``.pb``/``.pbtxt``/``.meta`` files TensorFlow imports and runs.
 * :func:`write_html` / :func:`show` draw a graph as an interactive page; :func:`write_events` writes an events file
   for ``tensorboard --logdir``.
 
@@ -25,6 +27,7 @@ from ..format import events as _events
 from ..format.protos import event_pb2
 from ..format.tensor_proto import make_ndarray, make_tensor_proto
 from ._attrs import AttrPlaceholder, Func, decode_attr
+from ._build import DType, GraphBuilder, Shape, attr_value, node_name
 from ._files import MAX_GRAPH_BYTES, read_graph_file, write_message
 from ._freeze import extract_sub_graph, freeze
 from ._html import GraphView, render_html, show, write_html
@@ -35,7 +38,8 @@ __all__ = [
     "load", "Graph", "Operation", "Tensor", "Input", "Variable", "SaverInfo", "Func", "AttrPlaceholder",
     "freeze", "extract_sub_graph", "export_meta_graph", "from_torch", "write_events", "write_html",
     "render_html", "show", "GraphView", "decode_attr", "make_tensor_proto", "make_ndarray", "MAX_GRAPH_BYTES",
-    "meta_writer", "to_torch", "SavedModelGraph", "Signature", "TensorSpec",
+    "meta_writer", "to_torch", "SavedModelGraph", "Signature", "TensorSpec", "GraphBuilder", "DType", "Shape",
+    "attr_value", "node_name",
 ]
 
 

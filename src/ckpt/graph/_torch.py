@@ -5,7 +5,8 @@ Importing this module imports torch; :func:`ckpt.graph.from_torch` imports it on
 The module is traced with ``torch.fx.symbolic_trace`` (falling back to ``torch.export.export`` for modules fx cannot
 trace, such as data-dependent control flow) and every traced node becomes a NodeDef:
 
-* nodes keep their fx names (``x``, ``fc1``, ``relu``, ``add_1``) and take the called module's class name
+* nodes keep their fx names (``x``, ``fc1``, ``relu``, ``add_1``), made valid TensorFlow node names (``_0`` becomes
+  ``0``: see :func:`ckpt.graph.node_name`), and take the called module's class name
   (``Linear``, ``Conv2d``) or function name (``relu``, ``add``, ``flatten``) as their op type; method calls are
   typed by the method (``view``); inputs are wired to the producing nodes;
 * parameters and buffers are ``VariableV2`` nodes named by their ``state_dict`` name with ``/`` separators
@@ -27,6 +28,7 @@ from ..errors import UnsupportedError
 from ..format import dtypes as _dtypes
 from ..format.protos import attr_value_pb2, graph_pb2
 from ..format.tensor_proto import shape_to_proto
+from ._build import node_name
 from ._model import Graph
 
 __all__ = ["from_torch"]
@@ -130,7 +132,8 @@ class _Builder:
         self.names: set[str] = set()
 
     def unique(self, name: str) -> str:
-        base, n = name, 0
+        base, n = node_name(name), 0  # fx names such as "_0" are not TensorFlow node names
+        name = base
         while name in self.names:
             n += 1
             name = f"{base}_{n}"
