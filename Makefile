@@ -21,7 +21,7 @@ $(PY):
 # Everything the demo needs is in the test install too.
 $(DEMO_STAMP): pyproject.toml | $(PY)
 	@if [ ! -f $(TEST_STAMP) ]; then echo "installing ckpt + torch (CPU) into $(VENV)"; \
-	  $(PIP) install --quiet --disable-pip-version-check -e '.[demo]'; fi
+	  $(PIP) install --quiet --disable-pip-version-check --no-compile -e '.[demo]'; fi
 	rm -f $(VENV)/.demo-*
 	touch $@
 
