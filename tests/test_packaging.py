@@ -25,8 +25,9 @@ SRC = ROOT / "src"
 CORE_DEPS = ["numpy", "protobuf", "crc32c", "ml_dtypes"]
 
 # Modules `import ckpt` must not load: the frameworks, and the costly helpers loaded on first use (ml_dtypes for
-# bfloat16/float8/int4 tensors, the graph package and its protobuf modules, the other file formats' libraries).
-HEAVY = ["ml_dtypes", "torch", "jax", "tensorflow", "keras", "safetensors", "h5py", "ckpt.graph", "ckpt._convert",
+# bfloat16/float8/int4 tensors, the graph package and its protobuf modules, the other file formats' libraries, and
+# crc32c, whose package imports importlib.metadata).
+HEAVY = ["ml_dtypes", "crc32c", "torch", "jax", "tensorflow", "keras", "safetensors", "h5py", "ckpt.graph", "ckpt._convert",
          "ckpt.format.protos.graph_pb2", "ckpt.format.protos.meta_graph_pb2", "ckpt.format.protos.event_pb2"]
 
 
