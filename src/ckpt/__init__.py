@@ -13,11 +13,10 @@ Example:
 
 from __future__ import annotations
 
-from . import graph  # ckpt.graph: .meta/.pb/.pbtxt files (imports no framework)
-from ._convert import ConvertResult, convert
-from ._fetch import fetch
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._paths import local_path
-from ._diff import DiffResult, diff
 from .api import RestoreReport, flatten, load, restore, save, wait
 from .errors import (CheckpointError, CheckpointNotFoundError, ChecksumMismatchError, CkptError,
                      CorruptCheckpointError, CorruptCheckpointWarning, DownloadError, DTypeNotSupportedError,
@@ -30,7 +29,41 @@ from .policies import (CheckpointInfo, KeepAny, KeepBest, KeepEveryNHours, KeepE
 from .reader import Reader
 from .verify import VerifyReport, verify
 
-__version__ = "0.1.0"
+if TYPE_CHECKING:  # imported on first use below; listed here for type checkers and IDEs
+    from . import graph
+    from ._convert import ConvertResult, convert
+    from ._diff import DiffResult, diff
+    from ._fetch import fetch
+
+__version__ = "0.2.0"
+
+# Loaded on first access, to keep `import ckpt` (and so `ckpt --version`) fast: name -> (module, attribute or None
+# for the module itself). The graph protobuf modules and ml_dtypes (convert's bfloat16 cast) are the costly parts.
+_LAZY = {
+    "graph": (".graph", None),
+    "convert": ("._convert", "convert"), "ConvertResult": ("._convert", "ConvertResult"),
+    "diff": ("._diff", "diff"), "DiffResult": ("._diff", "DiffResult"),
+    "fetch": ("._fetch", "fetch"),
+    # optional integrations: importing them imports their framework
+    "summary": (".summary", None), "lightning": (".lightning", None), "huggingface": (".huggingface", None),
+    "keras": (".keras", None),
+}
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'ckpt' has no attribute {name!r}") from None
+    value = importlib.import_module(module, __name__)
+    if attr is not None:
+        value = getattr(value, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "save", "load", "restore", "flatten", "wait", "RestoreReport", "latest", "Reader",
@@ -44,17 +77,6 @@ __all__ = [
     "__version__",
 ]
 
-
-_LAZY = ("summary", "lightning", "huggingface", "keras")
-
-
-def __getattr__(name: str):
-    """``ckpt.summary``, ``ckpt.lightning``, ``ckpt.huggingface``, ``ckpt.keras``: imported on first use."""
-    if name in _LAZY:
-        import importlib
-
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module 'ckpt' has no attribute {name!r}")
 
 
 def latest(directory, *, verify: bool = False) -> str | None:

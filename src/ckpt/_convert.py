@@ -21,12 +21,11 @@ import fnmatch
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
-import ml_dtypes
 import numpy as np
 
 from . import formats as _formats
@@ -40,9 +39,30 @@ from .reader import Reader
 
 __all__ = ["convert", "ConvertResult", "parse_size", "CASTS"]
 
+
+class _Casts(Mapping):
+    """Name -> NumPy dtype; bfloat16 is looked up on use so that importing this module does not import ml_dtypes."""
+
+    _NAMES = ("bfloat16", "float16", "float32", "float64")
+
+    def __getitem__(self, name: str) -> np.dtype:
+        if name not in self._NAMES:
+            raise KeyError(name)
+        if name == "bfloat16":
+            import ml_dtypes
+
+            return np.dtype(ml_dtypes.bfloat16)
+        return np.dtype(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._NAMES)
+
+    def __len__(self) -> int:
+        return len(self._NAMES)
+
+
 #: Target types for ``dtype=``; only floating-point tensors are cast.
-CASTS = {"bfloat16": np.dtype(ml_dtypes.bfloat16), "float16": np.dtype(np.float16),
-         "float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+CASTS: Mapping[str, np.dtype] = _Casts()
 _FLOAT_NAMES = {"float16", "float32", "float64", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz",
                 "float8_e5m2fnuz", "float8_e4m3b11fnuz"}
 # Progress is drawn only for conversions that last longer than this (seconds), at most this often.

@@ -6,15 +6,24 @@ memoryview, NumPy array) and releases the GIL on large inputs.
 
 from __future__ import annotations
 
-import crc32c as _crc32c_lib
-
 _MASK_DELTA = 0xA282EAD8
 _U32 = 0xFFFFFFFF
 
 
+_impl = None  # crc32c.crc32c, loaded on the first CRC: the package imports importlib.metadata (tens of ms)
+
+
 def crc32c(data, crc: int = 0) -> int:
     """Return the CRC32C of ``data``, continuing from ``crc`` ("extend") when it is given."""
-    return _crc32c_lib.crc32c(data, crc)
+    return (_impl or _load())(data, crc)
+
+
+def _load():
+    global _impl
+    from crc32c import crc32c as impl
+
+    _impl = impl
+    return impl
 
 
 def mask(crc: int) -> int:

@@ -1,14 +1,16 @@
 """TensorFlow DataType numbers and their NumPy counterparts (spec sections 1.5 and 2.1).
 
 NumPy has no quantized types; those read back as the integer type with the same layout and keep their TensorFlow
-name (``qint8`` ...). The narrow float and integer types come from ``ml_dtypes``, as in TensorFlow and JAX.
+name (``qint8`` ...). The narrow float and integer types come from ``ml_dtypes``, as in TensorFlow and JAX; it is
+imported on first use of one of them (it costs half a second), and a type the installed ``ml_dtypes`` lacks reads as
+"no array value" instead of failing the whole import.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
-import ml_dtypes
 import numpy as np
 
 from ..errors import DTypeNotSupportedError
@@ -30,7 +32,8 @@ class DType:
 
     enum: int
     name: str
-    numpy: np.dtype | None
+    #: The NumPy dtype, or the name of the ``ml_dtypes`` type it resolves to on first use of :attr:`numpy`.
+    storage: np.dtype | str | None = field(repr=False)
     itemsize: int
     native: bool = True
     #: A string tensor (variable-length elements).
@@ -40,7 +43,14 @@ class DType:
 
     def __post_init__(self) -> None:  # plain attributes: read for every tensor of every checkpoint
         object.__setattr__(self, "is_string", self.enum == 7)
-        object.__setattr__(self, "is_pod", self.numpy is not None and self.enum != 7)
+        object.__setattr__(self, "is_pod", self.storage is not None and self.enum != 7)
+
+    @functools.cached_property  # writes the instance __dict__ directly, so it works on a frozen dataclass
+    def numpy(self) -> np.dtype | None:
+        """The NumPy dtype tensors are read as (``object`` for strings), or None when it cannot be read."""
+        if isinstance(self.storage, str):
+            return _narrow().get(self.storage)
+        return self.storage
 
     @property
     def tf_name(self) -> str:
@@ -53,6 +63,24 @@ def _d(enum: int, name: str, np_type, native: bool = True) -> DType:
         return DType(enum, name, None, 0, native)
     dt = np.dtype(np_type)
     return DType(enum, name, dt, 0 if dt == np.dtype(object) else dt.itemsize, native)
+
+
+def _ml(enum: int, name: str, itemsize: int) -> DType:
+    """A type from ``ml_dtypes``, resolved on first use (tests check ``itemsize`` against ml_dtypes)."""
+    return DType(enum, name, name, itemsize)
+
+
+@functools.lru_cache(maxsize=None)
+def _narrow() -> dict[str, np.dtype]:
+    """The ``ml_dtypes`` types this installation has, by name; imports ml_dtypes (once)."""
+    try:
+        import ml_dtypes
+    except ImportError:  # pragma: no cover - a declared dependency; without it these types just cannot be read
+        return {}
+    found = {d.storage: getattr(ml_dtypes, d.storage, None) for d in DTYPES if isinstance(d.storage, str)}
+    out = {name: np.dtype(t) for name, t in found.items() if t is not None}
+    _BY_NUMPY.update((out[d.storage], d) for d in DTYPES if isinstance(d.storage, str) and d.storage in out)
+    return out
 
 
 DTYPES: tuple[DType, ...] = (
@@ -69,7 +97,7 @@ DTYPES: tuple[DType, ...] = (
     _d(11, "qint8", np.int8, native=False),
     _d(12, "quint8", np.uint8, native=False),
     _d(13, "qint32", np.int32, native=False),
-    _d(14, "bfloat16", ml_dtypes.bfloat16),
+    _ml(14, "bfloat16", 2),
     _d(15, "qint16", np.int16, native=False),
     _d(16, "quint16", np.uint16, native=False),
     _d(17, "uint16", np.uint16),
@@ -79,16 +107,16 @@ DTYPES: tuple[DType, ...] = (
     _d(21, "variant", None, native=False),
     _d(22, "uint32", np.uint32),
     _d(23, "uint64", np.uint64),
-    _d(24, "float8_e5m2", ml_dtypes.float8_e5m2),
-    _d(25, "float8_e4m3fn", ml_dtypes.float8_e4m3fn),
-    _d(26, "float8_e4m3fnuz", ml_dtypes.float8_e4m3fnuz),
-    _d(27, "float8_e4m3b11fnuz", ml_dtypes.float8_e4m3b11fnuz),
-    _d(28, "float8_e5m2fnuz", ml_dtypes.float8_e5m2fnuz),
-    _d(29, "int4", ml_dtypes.int4),
-    _d(30, "uint4", ml_dtypes.uint4),
-    _d(31, "int2", ml_dtypes.int2),
-    _d(32, "uint2", ml_dtypes.uint2),
-    _d(33, "float4_e2m1fn", ml_dtypes.float4_e2m1fn),
+    _ml(24, "float8_e5m2", 1),
+    _ml(25, "float8_e4m3fn", 1),
+    _ml(26, "float8_e4m3fnuz", 1),
+    _ml(27, "float8_e4m3b11fnuz", 1),
+    _ml(28, "float8_e5m2fnuz", 1),
+    _ml(29, "int4", 1),
+    _ml(30, "uint4", 1),
+    _ml(31, "int2", 1),
+    _ml(32, "uint2", 1),
+    _ml(33, "float4_e2m1fn", 1),
 )
 
 _TF_NAMES = {
@@ -101,8 +129,10 @@ _TF_NAMES = {
 }
 
 _BY_ENUM = {d.enum: d for d in DTYPES}
-# NumPy dtype -> DType, for the natively represented types only (quantized types are never inferred).
-_BY_NUMPY = {d.numpy: d for d in DTYPES if d.numpy is not None and d.native and not d.is_string}
+# NumPy dtype -> DType, for the natively represented types only (quantized types are never inferred). The ml_dtypes
+# types join when ml_dtypes is first needed (_narrow).
+_BY_NUMPY = {d.storage: d for d in DTYPES
+             if isinstance(d.storage, np.dtype) and d.native and not d.is_string}
 STRING = _BY_ENUM[7]
 
 
@@ -126,6 +156,8 @@ def from_numpy(dtype) -> DType:
     if dt.byteorder == ">":
         dt = dt.newbyteorder("<")
     found = _BY_NUMPY.get(dt)
+    if found is None and dt.kind in "Vf" and _narrow():  # an ml_dtypes array: ml_dtypes is loaded by now anyway
+        found = _BY_NUMPY.get(dt)
     if found is None:
         raise DTypeNotSupportedError(f"dtype {dt} has no TensorFlow counterpart and cannot be stored in a checkpoint")
     return found

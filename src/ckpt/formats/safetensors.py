@@ -54,11 +54,13 @@ _RANK = {name: i for i, name in enumerate(_ORDER)}
 _TO_NUMPY = {
     "BOOL": np.dtype(np.bool_), "U8": np.dtype(np.uint8), "I8": np.dtype(np.int8),
     "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2), "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
-    "F8_E8M0": np.dtype(ml_dtypes.float8_e8m0fnu), "I16": np.dtype(np.int16), "U16": np.dtype(np.uint16),
+    "I16": np.dtype(np.int16), "U16": np.dtype(np.uint16),
     "F16": np.dtype(np.float16), "BF16": np.dtype(ml_dtypes.bfloat16), "I32": np.dtype(np.int32),
     "U32": np.dtype(np.uint32), "F32": np.dtype(np.float32), "C64": np.dtype(np.complex64),
     "F64": np.dtype(np.float64), "I64": np.dtype(np.int64), "U64": np.dtype(np.uint64),
 }
+if hasattr(ml_dtypes, "float8_e8m0fnu"):  # ml_dtypes >= 0.5 (older ones, as TensorFlow 2.15 pins, lack it)
+    _TO_NUMPY["F8_E8M0"] = np.dtype(ml_dtypes.float8_e8m0fnu)
 _FROM_NUMPY = {dt: name for name, dt in _TO_NUMPY.items()}
 _BY_CKPT_NAME = {dtype_name(dt): name for name, dt in _TO_NUMPY.items()}
 
