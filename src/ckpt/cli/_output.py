@@ -194,6 +194,10 @@ def progress_wanted(args: argparse.Namespace | None = None) -> bool:
         return False
     if os.environ.get("CKPT_NO_PROGRESS", "").strip() not in ("", "0"):
         return False
+    return _stderr_is_terminal()
+
+
+def _stderr_is_terminal() -> bool:
     try:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):  # stderr closed or replaced by something without isatty
