@@ -266,8 +266,9 @@ class Progress:
         columns = shutil.get_terminal_size().columns - 1
         if self.total:
             filled = int(20 * min(self.done, self.total) / self.total)
-            head = f"{self.desc} [{'#' * filled}{'.' * (20 - filled)}] {100 * min(self.done, self.total) // self.total:3d}% "
-            head += f"{human_bytes(self.done)}/{human_bytes(self.total)}"
+            percent = 100 * min(self.done, self.total) // self.total
+            head = (f"{self.desc} [{'#' * filled}{'.' * (20 - filled)}] {percent:3d}% "
+                    f"{human_bytes(self.done)}/{human_bytes(self.total)}")
         else:
             head = f"{self.desc} {human_bytes(self.done)}"
         line = f"{head} {_label(name)}" if name else head

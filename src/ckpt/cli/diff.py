@@ -30,8 +30,10 @@ def add_parser(subparsers) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("a", help="first checkpoint (any format ckpt reads)")
     p.add_argument("b", help="second checkpoint")
-    p.add_argument("--atol", type=nonnegative_float, default=0.0, metavar="X", help="absolute tolerance (default 0: exact)")
-    p.add_argument("--rtol", type=nonnegative_float, default=0.0, metavar="X", help="relative tolerance (default 0: exact)")
+    p.add_argument("--atol", type=nonnegative_float, default=0.0, metavar="X",
+                   help="absolute tolerance (default 0: exact)")
+    p.add_argument("--rtol", type=nonnegative_float, default=0.0, metavar="X",
+                   help="relative tolerance (default 0: exact)")
     p.add_argument("--names", choices=NAMES, default="raw", help="compare raw or clean names (TensorFlow 2, Keras)")
     p.add_argument("--include", action="append", metavar="GLOB", help="only compare matching names (repeatable)")
     p.add_argument("--all", action="store_true", help="also list tensors that are equal")

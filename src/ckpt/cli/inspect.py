@@ -38,7 +38,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tensor", "-t", action="append", metavar="NAME", help="print this tensor's value (repeatable)")
     p.add_argument("--all", action="store_true", help="print every tensor's value")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--precision", type=nonnegative_int, default=None, metavar="N", help="digits after the decimal point when printing")
+    p.add_argument("--precision", type=nonnegative_int, default=None, metavar="N",
+                   help="digits after the decimal point when printing")
     p.add_argument("--full", action="store_true", help="print whole arrays instead of summarising large ones")
     p.add_argument("--no-verify", action="store_true", help="skip tensor checksums when printing values")
     p.add_argument("--summary", action="store_true",
