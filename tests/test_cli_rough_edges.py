@@ -429,3 +429,16 @@ def test_progress_bar_on_a_real_pseudo_terminal(tmp_path):
     assert proc.returncode == 0 and proc.stdout.startswith("OK: ")
     assert "verify" in terminal and "\r" in terminal
     assert "verify" not in proc.stdout
+
+
+def test_os_errors_are_trouble_and_a_closed_pipe_is_not(tmp_path, capsys):
+    ckpt.save({"w": np.arange(200_000.0)}, tmp_path / "src")
+    (tmp_path / "afile").write_text("")
+    code, out, err = call(capsys, "convert", tmp_path / "src", tmp_path / "afile" / "x.npz")
+    assert code == 2 and out == "" and err.startswith("Error: ") and "Traceback" not in err
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "ckpt.cli.main", "inspect", str(tmp_path / "src"), "--all",
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # like `ckpt inspect ... | head -0`: the reader is gone before the output is written
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 0 and b"Traceback" not in err

@@ -115,12 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except CheckpointError as exc:
         return _report(_not_a_graph(args) or str(exc))
-    except OSError as exc:  # e.g. no permission to write the destination
-        return _report(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc))
     except BrokenPipeError:
         # Output piped into `head` and friends: not an error.
         sys.stderr.close()
         return 0
+    except OSError as exc:  # e.g. no permission to write the destination
+        return _report(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc))
     except KeyboardInterrupt:
         return 130
 
