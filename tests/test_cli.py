@@ -127,20 +127,20 @@ def assert_one_error_line(err: str, *fragments: str) -> None:
 
 def test_error_nonexistent_path(capsys, tmp_path):
     code, out, err = run(capsys, tmp_path / "nope" / "model.ckpt")
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""
     assert_one_error_line(err, str(tmp_path / "nope" / "model.ckpt"))
 
 
 def test_error_unknown_tensor(capsys):
     code, out, err = run(capsys, DATA / "tf1_saver", "--tensor", "alpah")
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""
     assert_one_error_line(err, "'alpah'", "did you mean 'alpha'")
 
 
 def test_error_corrupt_checkpoint(capsys, tmp_path):
     (tmp_path / "bad.index").write_bytes(b"\x00" * 100)
     code, out, err = run(capsys, tmp_path / "bad")
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""
     assert_one_error_line(err, str(tmp_path / "bad.index"), "not an sstable")
 
 
@@ -160,7 +160,7 @@ def test_control_characters_in_names_are_escaped(capsys, tmp_path):
             assert "nl\\x0aname" in out and "nl\nname" not in out
     # An error about a hostile name is escaped too.
     code, _, err = run(capsys, prefix, "--tensor", "\x1b[1mbold")
-    assert code == 1 and "\x1b" not in err
+    assert code == 2 and "\x1b" not in err
 
 
 def test_console_script():

@@ -223,7 +223,7 @@ def test_cli_convert_usage_errors(tmp_path, capsys, argv, message):
 def test_cli_convert_error_is_one_line(tmp_path, capsys):
     code = main(["convert", str(DATA / "tf2_checkpoint"), str(tmp_path / "x.safetensors")])
     out, err = capsys.readouterr()
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""
     assert err.startswith("Error: cannot convert") and "Traceback" not in err
     assert "--exclude GLOB" in err
 

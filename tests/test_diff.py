@@ -97,4 +97,4 @@ def test_cli_diff_human_json_and_exit_status(tmp_path, capsys):
 
 def test_cli_diff_missing_file_is_an_error(tmp_path, capsys):
     code = main(["diff", str(tmp_path / "nope.safetensors"), str(tmp_path / "nope2")])
-    assert code == 1 and capsys.readouterr().err.startswith("Error: ")
+    assert code == 2 and capsys.readouterr().err.startswith("Error: ")

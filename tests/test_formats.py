@@ -345,9 +345,9 @@ def test_pickle_that_would_run_code_is_refused(tmp_path, kind, capsys):
     assert not marker.exists()
     from ckpt.cli.main import main
 
-    assert main(["convert", str(path), str(tmp_path / "out.safetensors")]) == 1
+    assert main(["convert", str(path), str(tmp_path / "out.safetensors")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("Error: ") and "refusing to load this PyTorch file" in err
+    assert err.startswith("Error: ") and "refusing to unpickle it" in err
     assert not marker.exists() and not (tmp_path / "out.safetensors").exists()
 
 

@@ -299,7 +299,7 @@ def test_cli_freeze(tf1_saver, capsys):
     assert G.load(out).graph_def == G.freeze(meta, tf1_saver / "model.ckpt-30", ["y"]).graph_def
     assert out.read_text().startswith("node {")
     assert main(["freeze", "--graph", meta, "--checkpoint", str(tf1_saver), "--outputs", "nope", "-o",
-                 str(tf1_saver / "x.pb")]) == 1
+                 str(tf1_saver / "x.pb")]) == 2
     assert "has no operation named 'nope'" in capsys.readouterr().err
 
 
@@ -347,7 +347,7 @@ def test_cli_graph_writes_html_events_and_conversions(tmp_path, capsys):
 def test_cli_graph_errors_are_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.pb"
     bad.write_bytes(b"\x0a\xff\xff\xff\x0f garbage")
-    assert main(["graph", str(bad)]) == 1
+    assert main(["graph", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"Error: {bad}: not a valid binary GraphDef")
     assert "Traceback" not in err

@@ -188,7 +188,7 @@ def test_cli_run_seed001(seed001, capsys, tmp_path):
                      "-o", str(out_file)]) == 0
     with np.load(out_file) as saved:
         assert saved["op_to_restore:0"] == 60.0
-    assert cli_main(["run", meta, "--feed", "w1=13", "--fetch", "op_to_restore:0"]) == 1
+    assert cli_main(["run", meta, "--feed", "w1=13", "--fetch", "op_to_restore:0"]) == 2
     assert "Error: placeholder 'w2'" in capsys.readouterr().err
 
 

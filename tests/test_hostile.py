@@ -1087,7 +1087,7 @@ class TestHdf5ReachesOtherFiles:
             ckpt.Reader(path)
         assert_error(info, file=path, tensor="layers/dense/vars/1")
         assert "secret.txt" in str(info.value)
-        assert cli_main(["inspect", "--all", "--json", str(path)]) == 1
+        assert cli_main(["inspect", "--all", "--json", str(path)]) == 2
         out, err = capsys.readouterr()
         assert "SECRET" not in out + err and "external storage" in err
         with pytest.raises(UnsupportedError, match="external storage"):
@@ -1359,7 +1359,7 @@ class TestOddDtypesInInspect:
             assert_error(info, file=path, tensor="r")
         assert cli_main(["inspect", "--json", str(path)]) == 0
         assert json.loads(capsys.readouterr().out)["tensors"][1]["dtype"] == "structured"
-        assert cli_main(["inspect", "--json", "--all", str(path)]) == 1
+        assert cli_main(["inspect", "--json", "--all", str(path)]) == 2
         assert "structured" in capsys.readouterr().err
 
     def test_hdf5_vlen_reference_and_strings(self, tmp_path, capsys):
@@ -1381,7 +1381,7 @@ class TestOddDtypesInInspect:
                 assert_error(info, file=path, tensor=name)
         assert cli_main(["inspect", "--json", str(path)]) == 0
         capsys.readouterr()
-        assert cli_main(["inspect", "--json", "--all", str(path)]) == 1
+        assert cli_main(["inspect", "--json", "--all", str(path)]) == 2
         assert "not a tensor" in capsys.readouterr().err
 
 

@@ -301,4 +301,4 @@ def test_cli_prints_latest_scalars(tmp_path, capsys):
     assert loss == {"run": "run1", "tag": "loss", "step": 2, "wall_time": loss["wall_time"],
                     "value": float(np.float32(1 / 3))}
     assert next(r for r in doc["scalars"] if r["tag"] == "nan")["value"] == "NaN"
-    assert main(["summary", str(tmp_path / "missing")]) == 1
+    assert main(["summary", str(tmp_path / "missing")]) == 2

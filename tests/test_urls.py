@@ -76,7 +76,7 @@ def test_convert_to_url_writes_nothing(empty_cwd, dst):
 def test_every_cli_command_refuses_urls(empty_cwd, capsys, argv):
     ckpt.save(STATE, "local/ckpt")
     before, before_local = sorted(os.listdir(empty_cwd)), sorted(os.listdir(empty_cwd / "local"))
-    assert main(argv) == 1
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert "URLs are not supported yet" in err and "Traceback" not in err
     _assert_untouched(empty_cwd, before)

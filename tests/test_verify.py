@@ -270,7 +270,7 @@ def test_cli_escapes_hostile_names(tmp_path, capsys):
 
 def test_cli_missing_path(tmp_path, capsys):
     code, out, err = cli(capsys, tmp_path / "nope")
-    assert code == 1 and out == "" and err.startswith("Error: no checkpoint at")
+    assert code == 2 and out == "" and err.startswith("Error: no checkpoint at")
 
 
 def test_cli_is_registered():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,7 +150,8 @@ def _dtype(reader: Reader, name: str) -> str:
 
 
 def diff(a: str | os.PathLike, b: str | os.PathLike, *, atol: float = 0.0, rtol: float = 0.0,
-         names: str = "raw", include: Sequence[str] | None = None) -> DiffResult:
+         names: str = "raw", include: Sequence[str] | None = None,
+         progress: Callable[[int, int, str], None] | None = None) -> DiffResult:
     """Compare two checkpoints of any supported formats.
 
     Args:
@@ -161,6 +162,8 @@ def diff(a: str | os.PathLike, b: str | os.PathLike, *, atol: float = 0.0, rtol:
             file converted from it with clean names). TensorFlow's ``_CHECKPOINTABLE_OBJECT_GRAPH`` is compared
             only when both sides have it (a conversion leaves it out).
         include: Only compare names matching one of these globs.
+        progress: Called as ``progress(done_bytes, total_bytes, name)`` after each tensor compared (bytes of
+            ``a``'s common tensors), e.g. to draw a progress bar.
 
     Returns:
         A :class:`DiffResult`; ``result.equal`` is True when nothing differs beyond the tolerance.
@@ -183,13 +186,19 @@ def diff(a: str | os.PathLike, b: str | os.PathLike, *, atol: float = 0.0, rtol:
             keys_a = {k for k in keys_a if any(fnmatch.fnmatchcase(k, p) for p in include)}
             keys_b = {k for k in keys_b if any(fnmatch.fnmatchcase(k, p) for p in include)}
         results = []
-        for name in sorted(keys_a & keys_b):
+        common = sorted(keys_a & keys_b)
+        total = sum(ra.info(name).nbytes for name in common) if progress is not None else 0
+        done = 0
+        for name in common:
             da, db = _dtype(ra, name), _dtype(rb, name)
             ia, ib = ra.info(name), rb.info(name)
             if tuple(ia.shape) != tuple(ib.shape):
                 results.append(TensorDiff(name, da, db, tuple(ia.shape), tuple(ib.shape), equal=False, close=False))
-                continue
-            results.append(_compare(name, np.asarray(ra[name]), np.asarray(rb[name]), da, db, atol, rtol))
+            else:
+                results.append(_compare(name, np.asarray(ra[name]), np.asarray(rb[name]), da, db, atol, rtol))
+            if progress is not None:
+                done += ia.nbytes
+                progress(done, total, name)
         results.sort(key=lambda t: (not (t.shape_changed or t.dtype_changed),
                                     -(t.norm if t.norm is not None else (0.0 if t.close else math.inf)),
                                     -(t.max_abs or 0.0), t.name))

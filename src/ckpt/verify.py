@@ -7,29 +7,51 @@ truncated or missing data file, a tensor whose bytes do not match their checksum
 included). For a directory it also checks the ``checkpoint`` state file and the ``Manager`` records, and reports
 leftovers of interrupted saves (temporary files, data files without their index).
 
+Files of the other formats ``ckpt.Reader`` opens are checked with what each format offers (:data:`CHECKS`):
+safetensors its header, offsets and sizes; ``.npz`` and zip PyTorch files the CRC-32 of every zip member; every
+tensor of every format is read completely.
+
 It only reads; it never changes or deletes anything. ``Manager.restore`` and ``ckpt.latest(..., verify=True)`` use
 the same per-checkpoint check to fall back to the newest checkpoint that verifies.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import _fs, _json
 from ._lock import LOCK_FILENAME
+from . import formats as _formats
 from ._paths import local_path
 from .api import TEMPORARY_RE
-from .errors import CheckpointError, CheckpointNotFoundError
+from .errors import CheckpointError, CheckpointNotFoundError, UnsupportedError
+from .format._crc import crc32c
 from .format.bundle import BundleReader, check_bundle, index_filename
 from .format.state_file import STATE_FILENAME, read_state, resolve
 from .manager import RECORD_SUFFIX, read_record
 from .reader import METADATA_KEY, resolve_checkpoint
 
-__all__ = ["verify", "VerifyReport", "Problem"]
+__all__ = ["verify", "VerifyReport", "Problem", "CHECKS"]
+
+#: What :func:`verify` checks, per format.
+CHECKS = {
+    "tensorflow": "index block checksums, every entry, data files present, every tensor's bounds, size and CRC32C",
+    "safetensors": "header, dtypes, shapes, offsets and sizes; every tensor read",
+    "numpy": "every member's .npy header, size and zip CRC-32; every tensor read",
+    "torch": "storage sizes and (zip files) every member's CRC-32; every tensor read",
+    "keras": "HDF5 structure; every dataset read (HDF5 files carry no checksums by default)",
+}
+
+#: ``progress(done_bytes, total_bytes, name)``.
+ProgressCallback = Callable[[int, int, str], None]
 
 _DATA_RE = re.compile(r"^(?P<prefix>.+)\.data-(?P<shard>\d{5})-of-(?P<count>\d{5})$")
 
@@ -70,6 +92,8 @@ class VerifyReport:
         tensors: Tensors checked completely.
         bytes: Tensor payload bytes checked.
         busy: A save was in progress in the directory, so temporary files were not reported as leftovers.
+        format: The format checked (``"tensorflow"`` for a directory of TensorFlow checkpoints); :data:`CHECKS`
+            says what was checked.
     """
 
     path: Path
@@ -78,6 +102,7 @@ class VerifyReport:
     tensors: int
     bytes: int
     busy: bool = False
+    format: str = "tensorflow"
 
     @property
     def ok(self) -> bool:
@@ -87,11 +112,11 @@ class VerifyReport:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form (what ``ckpt verify --json`` prints)."""
         return {"path": str(self.path), "ok": self.ok, "checkpoints": [str(p) for p in self.checkpoints],
-                "tensors": self.tensors, "bytes": self.bytes, "busy": self.busy,
-                "problems": [p.to_dict() for p in self.problems]}
+                "tensors": self.tensors, "bytes": self.bytes, "busy": self.busy, "format": self.format,
+                "checked": CHECKS.get(self.format, ""), "problems": [p.to_dict() for p in self.problems]}
 
 
-def verify(path: str | os.PathLike) -> VerifyReport:
+def verify(path: str | os.PathLike, *, progress: ProgressCallback | None = None) -> VerifyReport:
     """Check a checkpoint, or every checkpoint in a directory, completely.
 
     For one checkpoint (a prefix or one of its files): the index (footer, every block checksum, the metaindex
@@ -105,10 +130,17 @@ def verify(path: str | os.PathLike) -> VerifyReport:
     (temporary files, ``.data-*`` files whose ``.index`` is missing), unless a save holds the directory lock right
     now.
 
+    A file of another format ``ckpt.Reader`` opens (safetensors, also sharded, PyTorch, ``.npz``, Keras ``.h5``),
+    or a directory holding one sharded safetensors checkpoint: opened (which checks its header, or the CRC-32 of
+    every zip member of a PyTorch file) and every tensor read completely (which checks each ``.npz`` member's
+    CRC-32); see :data:`CHECKS`.
+
     Nothing is changed or deleted.
 
     Args:
-        path: A checkpoint prefix, one of its files, or a directory.
+        path: A checkpoint prefix, one of its files, a directory, or a file of another format.
+        progress: Called as ``progress(done_bytes, total_bytes, name)`` as tensors are checked (for a progress
+            bar); ``total_bytes`` is the size of the data files.
 
     Returns:
         A :class:`VerifyReport`; ``report.ok`` is True when nothing is wrong.
@@ -123,17 +155,124 @@ def verify(path: str | os.PathLike) -> VerifyReport:
         runs/exp1/ckpt-30.data-00000-of-00001: tensor 'model/w': checksum mismatch (stored 0x..., computed 0x...)
     """
     target = local_path(path, what="checkpoint")
+    fmt = _format_of(target)
+    if fmt != "tensorflow":
+        return _verify_other(target, fmt, progress)
     if os.path.isdir(target):
-        return _verify_directory(target)
+        return _verify_directory(target, progress)
     prefix = resolve_checkpoint(target)
     problems: list[Problem] = []
-    tensors, nbytes = _verify_checkpoint(prefix, problems)
+    tensors, nbytes = _verify_checkpoint(prefix, problems, _Tally([prefix], progress))
     return VerifyReport(Path(target), (Path(prefix),), tuple(problems), tensors, nbytes)
 
 
-def _verify_checkpoint(prefix: str, problems: list[Problem]) -> tuple[int, int]:
+def _format_of(target: str) -> str:
+    """The format to verify ``target`` as; a file whose damaged content matches no format goes by its suffix."""
+    if os.path.isdir(target):
+        try:
+            entries = os.listdir(target)
+        except OSError:
+            return "tensorflow"
+        if "checkpoint" in entries or any(e.endswith(".index") for e in entries):
+            return "tensorflow"
+        return _formats.detect(target)
+    try:
+        return _formats.detect(target)
+    except UnsupportedError:
+        suffix = os.path.splitext(target)[1].lower()
+        by_suffix = _formats._BY_SUFFIX.get(suffix)
+        if by_suffix is None:
+            raise
+        return by_suffix
+
+
+class _Tally:
+    """Turns per-checkpoint byte counts into one ``progress(done, total, name)`` over several checkpoints."""
+
+    def __init__(self, prefixes: list[str], progress: ProgressCallback | None) -> None:
+        self.progress = progress
+        self.base = 0
+        self.total = 0
+        if progress is not None:
+            for prefix in prefixes:
+                for file in glob.glob(glob.escape(prefix) + ".data-?????-of-?????"):
+                    try:
+                        self.total += os.path.getsize(file)
+                    except OSError:
+                        pass
+
+    def callback(self) -> Callable[[int, str], None] | None:
+        if self.progress is None:
+            return None
+        base, progress, total = self.base, self.progress, self.total
+        return lambda done, name: progress(base + done, max(total, base + done), name)
+
+    def add(self, nbytes: int) -> None:
+        self.base += nbytes
+
+
+def _verify_other(target: str, fmt: str, progress: ProgressCallback | None) -> VerifyReport:
+    """Open a file of another format and read every tensor completely, collecting every problem."""
+    problems: list[Problem] = []
+    tensors = nbytes = 0
+
+    def problem(exc: BaseException, key: str | None = None) -> None:
+        file = getattr(exc, "path", None) or target
+        message = _strip(str(exc), os.fspath(file))
+        if isinstance(exc, CheckpointError):
+            key = exc.key or key
+        else:
+            message = f"cannot be read ({type(exc).__name__}: {exc})"
+        problems.append(Problem(Path(file), message, key, Path(target)))
+
+    try:
+        source = _formats.open(target, format=fmt)
+    except (CheckpointNotFoundError, UnsupportedError):
+        raise  # nothing there, or ckpt cannot check it (a pickle it refuses, a package missing): not a finding
+    except CheckpointError as exc:  # damaged
+        problem(exc)
+        return VerifyReport(Path(target), (Path(target),), tuple(problems), 0, 0, format=fmt)
+    with source:
+        names = source.keys()
+        sizes = {}
+        for name in names:
+            try:
+                sizes[name] = source.info(name).nbytes
+            except CheckpointError as exc:
+                problem(exc, name)
+        total = sum(sizes.values())
+        for name in names:
+            if name not in sizes:
+                continue
+            try:
+                _read_completely(source.get(name))
+            except CheckpointError as exc:
+                problem(exc, name)
+                continue
+            except (OSError, ValueError, TypeError, MemoryError) as exc:  # h5py, zipfile on damaged files
+                problem(exc, name)
+                continue
+            tensors += 1
+            nbytes += sizes[name]
+            if progress is not None:
+                progress(nbytes, total, name)
+        files = (Path(source.path),)
+    return VerifyReport(Path(target), files, tuple(problems), tensors, nbytes, format=fmt)
+
+
+def _read_completely(value) -> None:
+    """Touch every byte of a (possibly memory-mapped) array, so an unreadable page is found here."""
+    array = np.asarray(value)
+    if array.dtype.kind in "OSU" or not array.size:
+        return
+    crc32c(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+
+
+def _verify_checkpoint(prefix: str, problems: list[Problem], tally: _Tally | None = None) -> tuple[int, int]:
     """Add the problems of the checkpoint at ``prefix``; returns (tensors, bytes) checked."""
-    result = check_bundle(prefix)
+    result = check_bundle(prefix, tally.callback() if tally is not None else None)
+    if tally is not None:
+        tally.add(result.bytes)
     for error in result.problems:
         problems.append(_problem(error, prefix))
     _check_record(prefix, problems)
@@ -170,7 +309,7 @@ def _problem(error: CheckpointError, prefix: str) -> Problem:
     return Problem(Path(file), message, error.key or None, Path(prefix))
 
 
-def _verify_directory(directory: str) -> VerifyReport:
+def _verify_directory(directory: str, progress: ProgressCallback | None = None) -> VerifyReport:
     problems: list[Problem] = []
     try:
         names = sorted(os.listdir(directory))
@@ -223,8 +362,9 @@ def _verify_directory(directory: str) -> VerifyReport:
                                                          "does not exist", checkpoint=Path(info.prefix)))
 
     tensors = nbytes = 0
+    tally = _Tally(prefixes, progress)
     for prefix in prefixes:
-        t, b = _verify_checkpoint(prefix, problems)
+        t, b = _verify_checkpoint(prefix, problems, tally)
         tensors += t
         nbytes += b
 

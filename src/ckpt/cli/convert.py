@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
+import re
 
 from .._convert import CASTS, convert, parse_size
+from ..errors import CheckpointError, UnsupportedError
+from ..formats import destination_format
 from ..reader import NAMES
-from ._output import escape, human_bytes, print_json
+from ._output import Progress, add_quiet_option, escape, human_bytes, print_json, progress_wanted
 
 EXAMPLES = """examples:
   ckpt convert model/ckpt-3 model.safetensors                  TensorFlow -> safetensors
@@ -20,9 +24,17 @@ EXAMPLES = """examples:
   ckpt convert model.pt out.safetensors --map '^module\\.=' --map '\\.=/'   rename: REGEX=REPLACEMENT, first match wins
   ckpt convert model.pt out.safetensors --map @names.json      rename with a {"old": "new"} dict (only those are kept)
 
-The destination format comes from --format, else from DST's suffix: .safetensors, .pt/.bin/.pth, .npz; anything
-else is a TensorFlow checkpoint prefix. Names are rewritten exactly like ckpt.restore(map=...).
+The destination format comes from --format (alias --to), else from DST's suffix: .safetensors, .pt/.bin/.pth,
+.npz, or no suffix (or .ckpt, .ckpt-N) for a TensorFlow checkpoint prefix; any other suffix is refused (say
+--format tensorflow to use it as a prefix anyway). An existing destination is refused unless --force is given.
+Names are rewritten exactly like ckpt.restore(map=...).
+
+Exit status: 0 converted (and verified), 2 on trouble (nothing is left behind).
 """
+
+#: Suffixes of a TensorFlow prefix that are taken as such without --format (TF1 Saver's model.ckpt, model.ckpt-30).
+TF_PREFIX_RE = re.compile(r"\.ckpt(-\d+)?$|\.\d+$")
+KNOWN_SUFFIXES = ".safetensors, .pt, .pth, .bin, .npz, or none (a TensorFlow prefix such as model/ckpt-3 or model.ckpt)"
 
 
 def add_parser(subparsers) -> None:
@@ -33,8 +45,9 @@ def add_parser(subparsers) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", help="any checkpoint ckpt reads (format detected from the content)")
     p.add_argument("dst", help="file or TensorFlow prefix to write")
-    p.add_argument("--format", choices=["tensorflow", "safetensors", "torch", "numpy"],
+    p.add_argument("--format", "--to", choices=["tensorflow", "safetensors", "torch", "numpy"],
                    help="destination format (default: from DST's suffix)")
+    p.add_argument("--force", "-f", action="store_true", help="overwrite an existing destination")
     p.add_argument("--map", action="append", metavar="RULE",
                    help="rename: REGEX=REPLACEMENT (repeatable; the first matching rule applies; an empty result "
                         "drops the tensor), or @FILE.json holding a {source: destination} dict")
@@ -45,8 +58,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--names", choices=NAMES, default="raw",
                    help="source names: 'clean' for TensorFlow 2 object paths and Keras layer names")
     p.add_argument("--no-verify", action="store_true", help="skip reading the result back")
-    p.add_argument("--no-progress", action="store_true", help="never draw a progress bar")
     p.add_argument("--json", action="store_true", help="machine-readable summary")
+    add_quiet_option(p)
     p.set_defaults(func=run, parser=p)
 
 
@@ -93,16 +106,50 @@ def parse_map(values: list[str] | None):
     return rules
 
 
+def check_destination(dst: str, format: str | None, force: bool) -> str:
+    """The destination format; refuses an unknown suffix (without ``--format``) and, without ``--force``, a
+    destination where something would be overwritten."""
+    fmt = destination_format(dst, format)
+    base = os.path.basename(dst.rstrip("/" + os.sep))
+    suffix = os.path.splitext(base)[1]
+    if format is None and fmt == "tensorflow" and suffix and not TF_PREFIX_RE.search(base):
+        raise UnsupportedError(f"{dst}: unknown destination suffix {suffix!r}; known: {KNOWN_SUFFIXES}. "
+                               f"Add --format tensorflow to write a TensorFlow checkpoint with the prefix {dst}",
+                               path=dst)
+    if not force:
+        existing = _existing(dst, fmt)
+        if existing:
+            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+            raise CheckpointError(f"{existing[0]} already exists{more}; pass --force to overwrite it", path=dst)
+    return fmt
+
+
+def _existing(dst: str, fmt: str) -> list[str]:
+    """Files the conversion would replace."""
+    if fmt == "tensorflow":
+        found = [dst + ".index"] if os.path.exists(dst + ".index") else []
+        return found + sorted(glob.glob(glob.escape(dst) + ".data-?????-of-?????"))
+    if fmt == "safetensors":
+        path = os.path.join(dst, "model.safetensors") if os.path.isdir(dst) else dst
+        found = [p for p in (path, path + ".index.json") if os.path.exists(p)]
+        stem = path[: -len(".safetensors")] if path.endswith(".safetensors") else None
+        if stem is not None:
+            found += sorted(glob.glob(glob.escape(stem) + "-?????-of-?????.safetensors"))
+        return found
+    return [dst] if os.path.exists(dst) else []
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         name_map = parse_map(args.map)
         shard_size = parse_size(args.shard_size) if args.shard_size else None
     except ValueError as exc:
         args.parser.error(str(exc))
-    result = convert(args.src, args.dst, format=args.format, map=name_map, dtype=args.dtype,
-                     include=args.include, exclude=args.exclude, shard_size=shard_size,
-                     progress=False if (args.no_progress or args.json) else None, names=args.names,
-                     verify=not args.no_verify)
+    check_destination(args.dst, args.format, args.force)
+    with Progress("convert", enabled=progress_wanted(args)) as bar:
+        result = convert(args.src, args.dst, format=args.format, map=name_map, dtype=args.dtype,
+                         include=args.include, exclude=args.exclude, shard_size=shard_size,
+                         progress=bar if bar.enabled else False, names=args.names, verify=not args.no_verify)
     if args.json:
         print_json({"source": os.fspath(result.source), "source_format": result.source_format,
                     "destination": os.fspath(result.destination), "format": result.format,

@@ -7,7 +7,8 @@ import os
 
 from .._diff import diff
 from ..reader import NAMES
-from ._output import escape, print_json, shape_str, table
+from ._output import (Progress, add_quiet_option, add_wide_option, escape, nonnegative_float, print_json,
+                      progress_wanted, shape_str, table)
 
 EXAMPLES = """examples:
   ckpt diff model/ckpt-3 model.safetensors                  a checkpoint against its conversion
@@ -15,8 +16,9 @@ EXAMPLES = """examples:
   ckpt diff run1/ run2/ --atol 1e-6                         equal within a tolerance
   ckpt diff a.pt b.pt --json | jq '.tensors[0]'
 
-Exit status: 0 when both have the same names, dtypes and shapes and every value is within tolerance
-(|a - b| <= atol + rtol * |b|; exact by default), 1 otherwise (and on errors).
+Exit status (as GNU diff): 0 when both have the same names, dtypes and shapes and every value is within
+tolerance (|a - b| <= atol + rtol * |b|; exact by default), 1 when they differ, 2 on trouble (a missing or
+unreadable file, a usage error).
 """
 
 
@@ -28,12 +30,16 @@ def add_parser(subparsers) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("a", help="first checkpoint (any format ckpt reads)")
     p.add_argument("b", help="second checkpoint")
-    p.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default 0: exact)")
-    p.add_argument("--rtol", type=float, default=0.0, help="relative tolerance (default 0: exact)")
+    p.add_argument("--atol", type=nonnegative_float, default=0.0, metavar="X",
+                   help="absolute tolerance (default 0: exact)")
+    p.add_argument("--rtol", type=nonnegative_float, default=0.0, metavar="X",
+                   help="relative tolerance (default 0: exact)")
     p.add_argument("--names", choices=NAMES, default="raw", help="compare raw or clean names (TensorFlow 2, Keras)")
     p.add_argument("--include", action="append", metavar="GLOB", help="only compare matching names (repeatable)")
     p.add_argument("--all", action="store_true", help="also list tensors that are equal")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_wide_option(p)
+    add_quiet_option(p)
     p.set_defaults(func=run)
 
 
@@ -44,7 +50,9 @@ def _num(value: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = diff(args.a, args.b, atol=args.atol, rtol=args.rtol, names=args.names, include=args.include)
+    with Progress("diff", enabled=progress_wanted(args)) as bar:
+        result = diff(args.a, args.b, atol=args.atol, rtol=args.rtol, names=args.names, include=args.include,
+                      progress=bar if bar.enabled else None)
     status = 0 if result.equal else 1
     if args.json:
         print_json({
@@ -78,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 what = "equal" if t.equal else ("close" if t.close else f"{t.mismatched:,} differ")
             rows.append([escape(t.name), what, _num(t.max_abs), _num(t.max_rel), _num(t.norm)])
-        table(rows, ["name", "change", "max abs", "max rel", "norm"], right=(2, 3, 4))
+        table(rows, ["name", "change", "max abs", "max rel", "norm"], right=(2, 3, 4), wide=args.wide)
         print()
     common = len(result.tensors)
     if result.equal:

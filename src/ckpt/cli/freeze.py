@@ -9,7 +9,7 @@ import sys
 from ..errors import CheckpointNotFoundError
 from ..graph import load
 from ..graph._freeze import _freeze
-from ._output import escape, human_bytes
+from ._output import escape, human_bytes, print_json
 
 EXAMPLES = """examples:
   ckpt freeze --graph model/CNN.ckpt.meta --checkpoint model/ --outputs ArgMax -o model/CNN.pb
@@ -17,6 +17,9 @@ EXAMPLES = """examples:
   ckpt freeze --graph graph.pbtxt --checkpoint model/ckpt-3 --outputs y,loss -o frozen.pb --clear-devices
   ckpt freeze --graph export_dir/ -o frozen.pb     a SavedModel: serving_default's outputs, its variables/
   ckpt freeze --graph model/CNN.ckpt.meta                    (no --outputs: list the likely outputs and stop)
+  ckpt freeze --graph model/CNN.ckpt.meta --outputs ArgMax -o CNN.pb --json | jq .variables
+
+Exit status: 0 frozen, 2 on trouble (also when --outputs or -o is missing: the likely outputs are listed).
 """
 
 
@@ -34,6 +37,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--output", "-o", metavar="FILE", help="where to write the frozen graph (.pb, or .pbtxt for text)")
     p.add_argument("--text", action="store_true", help="write text format whatever the file name")
     p.add_argument("--clear-devices", action="store_true", help="drop device placements")
+    p.add_argument("--json", action="store_true",
+                   help="machine-readable summary (without --outputs: the candidate outputs)")
     p.set_defaults(func=run)
 
 
@@ -78,13 +83,24 @@ def _explain(graph, graph_arg: str) -> None:
               "-o frozen.pb", file=err)
 
 
+def _candidates_json(graph) -> dict:
+    outputs = graph.outputs
+    return {"error": "--outputs is required", "graph": graph.path,
+            "outputs": [{"name": op.name, "type": op.type, "needs": graph.needed_inputs(op.name)} for op in outputs],
+            "predictions": [{"name": op.name, "type": op.type, "needs": graph.needed_inputs(op.name)}
+                            for op in graph.predictions if op not in outputs]}
+
+
 def run(args: argparse.Namespace) -> int:
     graph = load(args.graph)
     saved_model = hasattr(graph, "signature_specs")
     if not args.outputs and saved_model and "serving_default" in graph.signature_specs:
         args.outputs = ",".join(t.name for t in graph.signature_specs["serving_default"].outputs.values())
     if not args.outputs:
-        _explain(graph, args.graph)
+        if args.json:
+            print_json(_candidates_json(graph))
+        else:
+            _explain(graph, args.graph)
         return 2
     if not args.output:
         print("Error: -o/--output FILE is required (e.g. -o frozen.pb)", file=sys.stderr)
@@ -94,6 +110,12 @@ def run(args: argparse.Namespace) -> int:
     frozen, done = _freeze(graph, checkpoint, args.outputs, clear_devices=args.clear_devices)
     path = frozen.save(args.output, text=True if args.text else None)
     size = os.path.getsize(path)
+    if args.json:
+        print_json({"graph": graph.path, "checkpoint": os.fspath(checkpoint), "output": str(path), "bytes": size,
+                    "variables": list(done["variables"]), "constants": list(done["constants"]),
+                    "operations": len(frozen), "operations_before": len(graph),
+                    "outputs": [o.strip() for o in args.outputs.split(",") if o.strip()]})
+        return 0
     changed = f" and {len(done['constants'])} constant(s) with new values" if done["constants"] else ""
     print(f"froze {len(done['variables'])} variable(s){changed} into {escape(str(path))}: {len(frozen)} of "
           f"{len(graph)} operations kept, {human_bytes(size)}")

@@ -11,7 +11,8 @@ import numpy as np
 from .._summary import summarize
 from ..format.state_file import find_checkpoints
 from ..reader import NAMES, Reader
-from ._output import array_to_json, escape, human_bytes, print_json, shape_str, table
+from ._output import (add_wide_option, array_to_json, escape, human_bytes, nonnegative_int, positive_int, print_json,
+                      shape_str, table)
 
 EXAMPLES = """examples:
   ckpt inspect model/                         newest checkpoint in a directory
@@ -38,16 +39,18 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tensor", "-t", action="append", metavar="NAME", help="print this tensor's value (repeatable)")
     p.add_argument("--all", action="store_true", help="print every tensor's value")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--precision", type=int, default=None, help="digits after the decimal point when printing")
+    p.add_argument("--precision", type=nonnegative_int, default=None, metavar="N",
+                   help="digits after the decimal point when printing")
     p.add_argument("--full", action="store_true", help="print whole arrays instead of summarising large ones")
     p.add_argument("--no-verify", action="store_true", help="skip tensor checksums when printing values")
     p.add_argument("--summary", action="store_true",
                    help="print parameters and bytes per scope (top-level name prefix) instead of every tensor")
-    p.add_argument("--depth", type=int, default=1, metavar="N",
+    p.add_argument("--depth", type=positive_int, default=1, metavar="N",
                    help="scope depth for --summary and the JSON 'scopes' (default 1: model/..., optimizer/...)")
     p.add_argument("--names", choices=NAMES, default=None,
                    help="'clean': TensorFlow 2 object paths (model/dense/kernel) and Keras layer names (the default "
                         "for a SavedModel's variables); 'raw': keys as stored (the default otherwise)")
+    add_wide_option(p)
     p.set_defaults(func=run)
 
 
@@ -71,8 +74,6 @@ def run(args: argparse.Namespace) -> int:
     if args.names is None:
         args.names = "clean" if variables is not None else "raw"
     picked_dir = os.path.isdir(args.path)
-    if args.depth < 1:
-        raise SystemExit("ckpt inspect: error: --depth must be at least 1")
     with Reader(args.path, verify_checksums=not args.no_verify, names=args.names) as reader:
         entries = [reader.info(name) for name in reader.keys()]
         scopes = summarize(entries, args.depth)
@@ -109,11 +110,11 @@ def run(args: argparse.Namespace) -> int:
         if args.summary:
             rows = [[escape(sc.scope), f"{sc.tensors:,}", f"{sc.parameters:,}", human_bytes(sc.bytes),
                      ", ".join(sc.dtypes)] for sc in scopes]
-            table(rows, ["scope", "tensors", "parameters", "bytes", "dtypes"], right=(1, 2, 3))
+            table(rows, ["scope", "tensors", "parameters", "bytes", "dtypes"], right=(1, 2, 3), wide=args.wide)
         else:
             rows = [[escape(e.name), e.dtype + (" (partitioned)" if e.partitioned else ""), shape_str(e.shape),
                      f"{e.num_elements:,}", human_bytes(e.nbytes)] for e in entries]
-            table(rows, ["name", "dtype", "shape", "elements", "bytes"], right=(3, 4))
+            table(rows, ["name", "dtype", "shape", "elements", "bytes"], right=(3, 4), wide=args.wide)
         print(f"\n{len(entries)} tensors, {total_elems:,} elements, {human_bytes(total_bytes)}")
         if reader.metadata:
             print(f"metadata: {reader.metadata}")

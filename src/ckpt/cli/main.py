@@ -22,9 +22,23 @@ from . import summary as summary_cmd
 from . import verify as verify_cmd
 
 
+EXIT_STATUS = """exit status (every command):
+  0  success; for diff: no difference; for verify: no problem
+  1  diff: the checkpoints differ; verify: problems were found (listed on stdout)
+  2  trouble: a usage error, a missing or unreadable file, a refused operation (message on stderr)
+
+Progress bars are drawn on stderr when it is a terminal and a command runs for more than a moment; -q/--quiet,
+--json or CKPT_NO_PROGRESS=1 turn them off. Tables are fitted to the terminal's width (--wide: in full).
+"""
+
+#: Commands whose main argument must be a graph file, and the attribute that holds it.
+GRAPH_ARGUMENTS = {"graph": "path", "freeze": "graph", "run": "model"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ckpt", description="Save, restore, inspect and convert model checkpoints (TensorFlow-compatible).")
+        prog="ckpt", description="Save, restore, inspect and convert model checkpoints (TensorFlow-compatible).",
+        epilog=EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"ckpt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     inspect_cmd.add_parser(sub)
@@ -36,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     run_cmd.add_parser(sub)
     summary_cmd.add_parser(sub)
     fetch_cmd.add_parser(sub)
+    for command in sub.choices.values():
+        # Unknown options are reported by the sub-command's parser (its usage, not the top-level one), and every
+        # sub-command's help ends with the exit status.
+        command.set_defaults(_command_parser=command)
+        if command.epilog and "exit status" not in command.epilog.lower():
+            command.epilog = command.epilog.rstrip("\n") + "\n\nExit status: 0 success, 2 trouble (see ckpt --help).\n"
+        elif not command.epilog:
+            command.epilog = "Exit status: 0 success, 2 trouble (see ckpt --help)."
     return parser
 
 
@@ -51,9 +73,42 @@ def _local_paths(args: argparse.Namespace) -> None:
             setattr(args, dest, local_path(value))
 
 
+def _not_a_graph(args: argparse.Namespace) -> str | None:
+    """For graph commands given a checkpoint file instead of a graph: say which format the file is."""
+    dest = GRAPH_ARGUMENTS.get(getattr(args, "command", None) or "")
+    path = getattr(args, dest, None) if dest else None
+    if not isinstance(path, str) or not os.path.isfile(path):
+        return None
+    from ..formats import _sniff  # content only: a .meta beside its .index is still a graph
+
+    fmt = _sniff(path)
+    if fmt is None:
+        return None
+    name = FORMAT_NAMES.get(fmt, f"a {fmt} checkpoint")
+    return f"{path} is {name}, not a graph; use `ckpt inspect {path}` to list its tensors"
+
+
+#: How messages name a format.
+FORMAT_NAMES = {"tensorflow": "a TensorFlow checkpoint's index (its graph, when saved, is PREFIX.meta)",
+                "safetensors": "a safetensors checkpoint", "torch": "a PyTorch checkpoint",
+                "numpy": "a NumPy .npz checkpoint", "keras": "a Keras/HDF5 weights file"}
+
+
+def _report(message: str) -> int:
+    if os.environ.get("CKPT_DEBUG"):
+        traceback.print_exc()
+    print(f"Error: {message}", file=sys.stderr)
+    if not os.environ.get("CKPT_DEBUG"):
+        print("(set CKPT_DEBUG=1 for the full traceback)", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``ckpt`` command; returns the exit status (0 success, 1 differs/problems found, 2 trouble)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        (getattr(args, "_command_parser", None) or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -61,16 +116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _local_paths(args)
         return args.func(args)
     except CheckpointError as exc:
-        if os.environ.get("CKPT_DEBUG"):
-            traceback.print_exc()
-        print(f"Error: {exc}", file=sys.stderr)
-        if not os.environ.get("CKPT_DEBUG"):
-            print("(set CKPT_DEBUG=1 for the full traceback)", file=sys.stderr)
-        return 1
+        return _report(_not_a_graph(args) or str(exc))
     except BrokenPipeError:
         # Output piped into `head` and friends: not an error.
         sys.stderr.close()
         return 0
+    except OSError as exc:  # e.g. no permission to write the destination
+        return _report(f"{exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else str(exc))
     except KeyboardInterrupt:
         return 130
 

@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         from ..graph import to_torch
     except ImportError as exc:
         print(f"Error: ckpt run needs PyTorch ({exc}); install it with: pip install ckpt[torch]", file=sys.stderr)
-        return 1
+        return 2
     module = to_torch(args.model, args.checkpoint, outputs=fetches or None)
     module.train(args.train)
     if not fetches:

@@ -7,7 +7,7 @@ import sys
 import time
 
 from ..summary import latest_scalars, read
-from ._output import escape, print_json, table
+from ._output import add_wide_option, escape, print_json, table
 
 EXAMPLES = """examples:
   ckpt summary runs/                   last value of every scalar tag, per run
@@ -25,6 +25,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("logdir", help="directory TensorBoard would be pointed at, or one events file")
     p.add_argument("--all", action="store_true", help="every scalar value, not only the latest of each tag")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_wide_option(p)
     p.set_defaults(func=run)
 
 
@@ -40,5 +41,5 @@ def run(args: argparse.Namespace) -> int:
         return 0
     table([[escape(r.run), escape(r.tag), str(r.step), f"{r.value:.6g}",
             time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.wall_time))] for r in rows],
-          ["run", "tag", "step", "value", "time"], right=(2, 3))
+          ["run", "tag", "step", "value", "time"], right=(2, 3), wide=args.wide)
     return 0

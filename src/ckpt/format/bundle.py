@@ -20,7 +20,7 @@ import secrets
 import struct
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -551,11 +551,12 @@ class BundleReader:
             self._decode_strings(entry, view, verify=True)
         return entry.size
 
-    def check(self) -> BundleCheck:
+    def check(self, progress: Callable[[int, str], None] | None = None) -> BundleCheck:
         """Read the whole bundle and collect every problem instead of stopping at the first.
 
         Checks every index block's checksum (data blocks and the metaindex block too), that keys are sorted, every
-        entry, that every data file exists, and every tensor as :meth:`check_entry` does.
+        entry, that every data file exists, and every tensor as :meth:`check_entry` does. ``progress`` is called
+        as ``progress(bytes_checked_so_far, key)`` after each tensor.
         """
         problems: list[CheckpointError] = []
         missing: dict[int, int] = {}  # shard -> tensors stored in it
@@ -580,6 +581,8 @@ class BundleReader:
                     continue
                 checked += self.check_entry(entry)
                 tensors += 1
+                if progress is not None:
+                    progress(checked, entry.name)
             except CheckpointError as exc:
                 problems.append(exc)
             except OSError as exc:  # e.g. a data file that exists but cannot be opened
@@ -653,9 +656,9 @@ class BundleCheck:
         return not self.problems
 
 
-def check_bundle(prefix: str | os.PathLike) -> BundleCheck:
-    """Check the bundle at ``prefix`` completely (see :meth:`BundleReader.check`); problems opening it (a missing
-    or unreadable index) are reported the same way, never raised."""
+def check_bundle(prefix: str | os.PathLike, progress: Callable[[int, str], None] | None = None) -> BundleCheck:
+    """Check the bundle at ``prefix`` completely (see :meth:`BundleReader.check`, which calls ``progress``);
+    problems opening it (a missing or unreadable index) are reported the same way, never raised."""
     prefix = os.fspath(prefix)
     try:
         reader = BundleReader(prefix)
@@ -665,7 +668,7 @@ def check_bundle(prefix: str | os.PathLike) -> BundleCheck:
         path = index_filename(prefix)
         return BundleCheck(prefix, (CorruptCheckpointError(f"{path}: cannot be read ({exc})", path=path),), 0, 0)
     with reader:
-        return reader.check()
+        return reader.check(progress)
 
 
 def _map_file(path: str, ident: bool = False):

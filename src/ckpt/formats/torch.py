@@ -24,6 +24,7 @@ import mmap
 import os
 import pickle
 import pickletools
+import re
 import secrets
 import struct
 import zipfile
@@ -222,14 +223,7 @@ def load(path: str) -> Any:
                 raise
             return torch.load(path, **kwargs)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()
-        reason = next((line for line in first if "GLOBAL" in line or "Unsupported" in line), first[0] if first
-                      else "")
-        raise UnsupportedError(
-            f"{path}: refusing to load this PyTorch file: it needs more than tensors to unpickle, and loading it "
-            f"would run code from the file. torch.load(weights_only=True) rejected it ({reason.strip()}). Only "
-            "plain state dicts are read; re-save the tensors with torch.save(model.state_dict(), ...) or as "
-            "safetensors from a trusted environment", path=path) from None
+        raise UnsupportedError(_refusal(path, str(exc)), path=path) from None
     except FileNotFoundError:
         raise CheckpointNotFoundError(f"no PyTorch file at {path}", path=path, tried=[path]) from None
     except IsADirectoryError:
@@ -239,6 +233,17 @@ def load(path: str) -> Any:
     except (Exception, MemoryError) as exc:  # torch and zipfile raise every type for malformed files
         raise CorruptCheckpointError(f"{path}: not a readable PyTorch file ({type(exc).__name__}: {exc})",
                                      path=path) from None
+
+
+def _refusal(path: str, reason: str) -> str:
+    """Why a pickled file is refused and how to convert it, in short lines (torch's own reason is a paragraph)."""
+    found = re.search(r"GLOBAL ([\w.]+)", reason)
+    what = f" ({found.group(1)})" if found else ""
+    stem = os.path.splitext(path)[0]
+    return (f"{path}: refusing to unpickle it: it holds more than tensors{what}, and loading it would run code.\n"
+            "If you trust it, re-save its tensors once (for a dict, save the entry that holds them, e.g. m['model']):\n"
+            f"  python -c \"import torch; m = torch.load({path!r}, weights_only=False); "
+            f"torch.save(m.state_dict(), {stem + '.weights.pt'!r})\"")
 
 
 class TorchSource(Source):
