@@ -20,7 +20,6 @@ torch = pytest.importorskip("torch")
 
 import ckpt.graph  # noqa: E402
 from ckpt.errors import FeedError, UnsupportedOperationsError  # noqa: E402
-from ckpt.graph import _control_flow  # noqa: E402
 from ckpt.graph._to_torch import SUPPORTED_OPS  # noqa: E402
 
 pytestmark = pytest.mark.tf
@@ -106,6 +105,13 @@ def test_dynamic_rnn_lstm_outputs_and_gradients(tmp_path, use_resource):
     # The loop runs as many iterations as the sequence is long: a shorter batch gives TensorFlow's answer too.
     again = module(xv[:1])
     _close(again[0], expected[0][:1], "batch of one")
+    # Frozen by ckpt, the loop still runs, in TensorFlow and here.
+    frozen = ckpt.graph.freeze(module)
+    _close(ckpt.graph.to_torch(frozen, outputs=out.name)(xv), expected[0], "frozen by ckpt")
+    with tf.Graph().as_default() as g2:
+        tf.import_graph_def(tf.compat.v1.GraphDef.FromString(frozen.graph_def.SerializeToString()), name="")
+        with v1.Session(graph=g2) as sess:
+            _close(sess.run(out.name, {"x:0": xv}), expected[0], "frozen by ckpt, run by TensorFlow")
 
 
 @pytest.mark.slow
@@ -251,6 +257,8 @@ def test_a_loop_that_never_ends_is_an_error(monkeypatch):
         x = v1.placeholder(tf.float32, [], name="x")
         _, y = v1.while_loop(lambda i, y: y > -1.0, lambda i, y: (i + 1, y * 0.5 + 1.0), [0, x])
     module = ckpt.graph.to_torch(g.as_graph_def(), outputs=y.name)
+    from ckpt.graph import _control_flow
+
     monkeypatch.setattr(_control_flow, "MAX_ITERATIONS", 50)
     with pytest.raises(FeedError, match="ran 50 iterations"):
         module(1.0)

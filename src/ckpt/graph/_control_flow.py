@@ -137,11 +137,10 @@ def collapse_frames(program):
                 exits.append(node)
             else:
                 nodes[name] = node
-        if depth < 64:  # deeper nesting than any real graph: left as a cycle the planner refuses
-            for c in children.get(f, ()):
-                inner, inner_exits = build(c, depth + 1)
-                nodes[inner.name] = inner
-                nodes.update(inner_exits)
+        for c in children.get(f, ()) if depth < 64 else ():
+            inner, inner_exits = build(c, depth + 1)
+            nodes[inner.name] = inner
+            nodes.update(inner_exits)
         loop.enters = list(enters.get(f, ()))
         enter_set = set(loop.enters)
         conds = [n for n in nodes.values() if n.type == "LoopCond"]
@@ -165,6 +164,8 @@ def collapse_frames(program):
                     loop.error = f"Exit {e.name!r} has no input"
             if not loop.merges:
                 loop.error = "no loop variables (Merge of an Enter and a NextIteration)"
+        if depth >= 64 and children.get(f):
+            loop.error = "while loops nested more than 64 deep"
         missing = [name for name in loop.enters if not body.nodes[name].inputs]
         if missing:
             loop.error = f"Enter {missing[0]!r} has no input"
