@@ -272,3 +272,31 @@ def test_unsupported_operations_inside_a_loop_are_listed_at_conversion():
     with pytest.raises(UnsupportedOperationsError) as info:
         ckpt.graph.to_torch(g.as_graph_def(), outputs=y.name)
     assert {"Lgamma", "Digamma"} <= set(info.value.operations)
+
+
+def _hand_made(nodes):
+    from ckpt.format.protos import graph_pb2
+    from ckpt.graph import make_tensor_proto
+
+    gd = graph_pb2.GraphDef()
+    c = gd.node.add(name="x", op="Const")
+    c.attr["dtype"].type = 1
+    c.attr["value"].tensor.CopyFrom(make_tensor_proto(np.float32(1)))
+    for name, op, inputs in nodes:
+        n = gd.node.add(name=name, op=op, input=inputs)
+        n.attr["T"].type = 1
+        if op == "Enter":
+            n.attr["frame_name"].s = b"f"
+    return gd
+
+
+def test_malformed_loops_are_errors_not_crashes():
+    no_cond = _hand_made([("e", "Enter", ["x"]), ("m", "Merge", ["e", "n"]), ("n", "NextIteration", ["m"]),
+                          ("out", "Exit", ["m"])])
+    with pytest.raises(UnsupportedOperationsError, match="0 LoopCond operations in the frame"):
+        ckpt.graph.to_torch(no_cond, outputs="out:0")
+    float_cond = _hand_made([("e", "Enter", ["x"]), ("m", "Merge", ["e", "n"]), ("lc", "LoopCond", ["m"]),
+                             ("s", "Switch", ["m", "lc"]), ("i", "Identity", ["s:1"]), ("n", "NextIteration", ["i"]),
+                             ("out", "Exit", ["s"])])
+    with pytest.raises(FeedError, match="not a boolean scalar"):
+        ckpt.graph.to_torch(float_cond, outputs="out:0")()

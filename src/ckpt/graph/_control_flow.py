@@ -306,7 +306,7 @@ def run_loop(rt, node, args: list, wanted) -> list:
         program.execute(loop.body, plans["cond"], env, rt)
         pred = env[cond_keys[0]]
         data = {s: env[loop.switches[s]] for s in a["switches"]}
-        if pred is DEAD or not isinstance(pred, torch.Tensor) or pred.numel() != 1:
+        if not isinstance(pred, torch.Tensor) or pred.dtype != torch.bool or pred.numel() != 1:
             raise FeedError(f"while loop {loop.frame!r}: the loop condition is not a boolean scalar", key=node.name)
         if not bool(pred.reshape(())):
             break
