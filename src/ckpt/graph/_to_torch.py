@@ -22,7 +22,9 @@ How a graph becomes a module:
   ``If``/``StatelessIf``/``PartitionedCall`` run their function bodies; ``While``/``StatelessWhile`` run as a
   Python loop over the body (gradients flow through every iteration). A boolean placeholder that is a ``cond``
   predicate (``is_training``, Keras's learning phase) follows the module's mode when not fed: ``module.train()``
-  feeds True, ``module.eval()`` False. ``to_torch`` returns the module in eval mode.
+  feeds True, ``module.eval()`` False. ``to_torch`` returns the module in eval mode. TF1 while loops
+  (``Enter``/``Merge``/``Switch``/``LoopCond``/``NextIteration``/``Exit`` frames: ``dynamic_rnn``) and their
+  TensorArrays run as Python loops (``_control_flow``), so autograd differentiates through the iterations.
 * **What is left out.** Training updates (``ApplyAdam``, ``gradients/*``), variable assignments and initialisers,
   and the Saver's nodes are recognised and never run (``module.left_out`` lists them with the reason); asking for
   one raises an error that says what to use instead. An operation with no kernel fails at conversion time, with
@@ -53,6 +55,8 @@ from ._attrs import decode_attr
 from ._model import PLACEHOLDER_OPS, VARIABLE_OPS, Graph, parse_input, saver_scopes_of
 from ._opdefs import output_arg_names
 from ._torch_ops import CHECKS, KERNELS, MULTI_OUTPUT, OUTPUT_ARGS, _created, as_tensor, torch_dtype
+from . import _more_ops  # noqa: F401,E402  (registers its kernels)
+from ._control_flow import LOOP, collapse_frames, loop_problems, run_loop
 
 __all__ = ["to_torch", "GraphModule", "UnsupportedOperationsError", "FeedError", "SUPPORTED_OPS"]
 
@@ -65,7 +69,7 @@ _FUNCTION_OPS = frozenset({"If", "StatelessIf", "PartitionedCall", "StatefulPart
                            "StatelessWhile"})
 _WHILE = frozenset({"While", "StatelessWhile"})
 _ENGINE_OPS = frozenset({"Const", "VarHandleOp", "ReadVariableOp", "ResourceGather", *PLACEHOLDER_OPS,
-                         *VARIABLE_OPS, *_CONTROL, *_FUNCTION_OPS})
+                         *VARIABLE_OPS, *_CONTROL, *_FUNCTION_OPS, LOOP})
 
 #: Operation types ``to_torch`` can run.
 SUPPORTED_OPS = frozenset(KERNELS) | _ENGINE_OPS
@@ -80,7 +84,7 @@ _SAVER = frozenset({"SaveV2", "Save", "SaveSlices", "RestoreV2", "Restore", "Res
 _APPLY = re.compile(r"\A(?:Resource)?(?:Sparse)?Apply[A-Z]\w*\Z")
 
 # Predicates of cond are traced back through these to find an `is_training`-like placeholder.
-_PRED_PASS = frozenset({"Identity", "RefIdentity", "Switch", "RefSwitch", "LogicalNot", "Snapshot"})
+_PRED_PASS = frozenset({"Identity", "RefIdentity", "Switch", "RefSwitch", "LogicalNot", "Snapshot", "Enter"})
 
 _PLAN_CACHE_SIZE = 64  # plans per program: one per distinct (fetches, fed names); old ones are dropped first
 
@@ -254,6 +258,7 @@ class _Program:
         self.mode_placeholders = self._find_mode_placeholders()
         self.storages, self.var_storage = self._find_variables()
         self._const_cache: dict[str, torch.Tensor] = {}
+        self.body = collapse_frames(self)  # TF1 while frames become loop nodes (after the analyses above)
 
     # -------------------------------------------------------------- analysis
 
@@ -366,8 +371,9 @@ class _Program:
                 child = deps[i][0]
                 if state.get(child) == 1:
                     raise UnsupportedOperationsError(
-                        f"the graph has a cycle through {child!r} (a tf.while_loop): TF1 while loops are not "
-                        "supported by ckpt.graph.to_torch", operations={"while loop": [child]}, outputs=[root])
+                        f"the graph has a cycle through {child!r}: {root!r} is inside a TF1 while loop (only what "
+                        "leaves the loop, its Exit operations, can be fetched) or the loop is malformed",
+                        operations={"while loop": [child]}, outputs=[root])
                 state[child] = 1
                 stack.append((child, 0))
         return order
@@ -406,6 +412,9 @@ class _Program:
                     inner_nodes = self.needed(fbody, returns, frozenset((a, 0) for a in fbody.args))
                     for k, names_ in self.problems(fbody, inner_nodes, returns, seen).items():
                         found.setdefault(k, []).extend(f"{fname}/{n}" for n in names_)
+            if key is None and node.type == LOOP:
+                for k, names_ in loop_problems(self, node, used.get(node.name, ()), seen).items():
+                    found.setdefault(k, []).extend(names_)
             if key is not None:
                 found.setdefault(key, []).append(node.name)
         return found
@@ -585,8 +594,10 @@ class _Runtime:
             while bool(self.read(self.call(cond, values, [0])[0]).reshape(-1)[0]):
                 values = self.call(body, values, every)
             return values
+        if t == LOOP:
+            return run_loop(self, node, args, wanted)
         if t == "Const":
-            if body is self.program.body:
+            if body is self.program.body or getattr(body, "graph_names", False):
                 return [self.module._constant(node.name)]
             return [self.program.const(node.name, body).to(self.device())]
         if t in ("Placeholder", "PlaceholderV2", "PlaceholderWithDefault"):
