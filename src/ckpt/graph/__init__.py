@@ -7,6 +7,9 @@
   framework gets a structure file TensorBoard and Netron can show.
 * :func:`write_html` / :func:`show` draw a graph as an interactive page; :func:`write_events` writes an events file
   for ``tensorboard --logdir``.
+* :func:`to_torch` runs a graph with PyTorch (``module.run(fetches, feed_dict)`` like ``sess.run``);
+  :func:`decode_jpeg` decodes as TensorFlow's ``DecodeJpeg`` does, :func:`load_labels` and :func:`top_k` turn a
+  classifier's scores into named classes.
 
 Example:
     >>> import ckpt.graph                                                  # doctest: +SKIP
@@ -28,13 +31,14 @@ from ._attrs import AttrPlaceholder, Func, decode_attr
 from ._files import MAX_GRAPH_BYTES, read_graph_file, write_message
 from ._freeze import extract_sub_graph, freeze
 from ._html import GraphView, render_html, show, write_html
+from ._image import decode_jpeg, load_labels, top_k
 from ._model import Graph, Input, Operation, SaverInfo, Tensor, Variable, _wrap_meta
 
 __all__ = [
     "load", "Graph", "Operation", "Tensor", "Input", "Variable", "SaverInfo", "Func", "AttrPlaceholder",
     "freeze", "extract_sub_graph", "export_meta_graph", "from_torch", "write_events", "write_html",
     "render_html", "show", "GraphView", "decode_attr", "make_tensor_proto", "make_ndarray", "MAX_GRAPH_BYTES",
-    "meta_writer", "to_torch",
+    "meta_writer", "to_torch", "decode_jpeg", "load_labels", "top_k",
 ]
 
 

@@ -499,11 +499,18 @@ class _Program:
             for k in step.free:
                 env.pop(k, None)
 
-    def const(self, name: str, body: _Body) -> torch.Tensor:
+    def const(self, name: str, body: _Body) -> torch.Tensor | np.ndarray:
+        """A constant's value: a tensor, or for strings a NumPy object array of ``bytes``."""
         key = f"{id(body)}/{name}"
         value = self._const_cache.get(key)
         if value is None:
-            value = self._const_cache[key] = _const_tensor(body.nodes[name])
+            array = body.nodes[name].attrs.get("value")
+            if isinstance(array, np.ndarray) and (array.dtype == object or array.dtype.kind in "SU"):
+                value = np.array([v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in array.reshape(-1)],
+                                 dtype=object).reshape(array.shape)
+            else:
+                value = _const_tensor(body.nodes[name])
+            self._const_cache[key] = value
         return value
 
 
@@ -617,7 +624,8 @@ class _Runtime:
         if t == "Const":
             if body is self.program.body:
                 return [self.module._constant(node.name)]
-            return [self.program.const(node.name, body).to(self.device())]
+            value = self.program.const(node.name, body)
+            return [value.to(self.device()) if isinstance(value, torch.Tensor) else value]
         if t in ("Placeholder", "PlaceholderV2", "PlaceholderWithDefault"):
             if node.name in self.program.mode_placeholders and body is self.program.body:
                 return [torch.tensor(self.training, device=self.device())]
@@ -762,7 +770,8 @@ class GraphModule(nn.Module):
         attr = self._attr.get(op)
         if attr is not None:
             return getattr(self, attr)
-        return self._program.const(op, self._program.body).to(self._device())
+        value = self._program.const(op, self._program.body)
+        return value.to(self._device()) if isinstance(value, torch.Tensor) else value
 
     def _device(self) -> torch.device:
         for t in self.parameters():
@@ -797,6 +806,8 @@ class GraphModule(nn.Module):
                 dtype_name, shape = info.dtype, None
             except OperationNotFoundError:
                 pass
+        if dtype_name == "string":
+            return self._string_feed(key, value, shape)
         dtype = torch_dtype(dtype_name)
         try:
             tensor = as_tensor(value, dtype, device)
@@ -808,6 +819,28 @@ class GraphModule(nn.Module):
             raise FeedError(f"cannot feed a value of shape {tuple(tensor.shape)} for tensor '{key[0]}:{key[1]}', "
                             f"which has shape {_shape_text(shape)}", key=f"{key[0]}:{key[1]}")
         return tensor
+
+    def _string_feed(self, key: tuple[str, int], value: Any, shape) -> np.ndarray:
+        """A string tensor's value: a NumPy object array of ``bytes`` (``str`` is encoded as UTF-8)."""
+        name = f"{key[0]}:{key[1]}"
+        if isinstance(value, torch.Tensor):
+            raise FeedError(f"{name} is a string tensor: feed bytes (or a NumPy array of bytes), not a torch tensor",
+                            key=name)
+        array = np.array(value, dtype=object)
+        flat = array.reshape(-1)
+        for i, item in enumerate(flat):
+            if isinstance(item, str):
+                flat[i] = item.encode("utf-8")
+            elif isinstance(item, (bytes, bytearray, memoryview, np.bytes_)):
+                flat[i] = bytes(item)
+            else:
+                raise FeedError(f"cannot feed {type(item).__name__} to the string tensor {name}: feed bytes or str",
+                                key=name)
+        if shape is not None and (len(shape) != array.ndim or any(
+                d is not None and d != s for d, s in zip(shape, array.shape))):
+            raise FeedError(f"cannot feed a value of shape {array.shape} for tensor {name!r}, which has shape "
+                            f"{_shape_text(shape)}", key=name)
+        return array
 
     def _run_keys(self, fetches: list[tuple[str, int]], feeds: dict[tuple[str, int], torch.Tensor]) -> list:
         program = self._program
@@ -833,11 +866,13 @@ class GraphModule(nn.Module):
             fetches: A tensor name (``"op_to_restore:0"``; an operation name means its first output), or a list,
                 tuple or dict of them. Any tensor of the graph can be fetched.
             feed_dict: ``{tensor name: value}``; values are tensors, NumPy arrays or Python numbers, converted to the
-                tensor's dtype. Any tensor can be fed, which also cuts off what computes it.
+                tensor's dtype (``bytes`` for string tensors, such as the JPEG of ``DecodeJpeg/contents:0``). Any
+                tensor can be fed, which also cuts off what computes it.
 
         Returns:
-            torch tensors in the structure of ``fetches`` (``None`` for operations without outputs, like ``NoOp``).
-            They carry gradients back to the module's parameters.
+            torch tensors in the structure of ``fetches`` (``None`` for operations without outputs, like ``NoOp``;
+            NumPy object arrays of ``bytes`` for string tensors). They carry gradients back to the module's
+            parameters.
 
         Raises:
             FeedError: a placeholder the fetches need was not fed, a value does not fit its placeholder's shape, or
