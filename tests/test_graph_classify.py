@@ -115,7 +115,7 @@ def test_decode_jpeg_bad_input_is_a_clear_error():
 
 
 @pytest.mark.tf
-@pytest.mark.parametrize("op", ["ResizeBilinear", "ResizeNearestNeighbor"])
+@pytest.mark.parametrize("op", ["ResizeBilinear", "ResizeNearestNeighbor", "ResizeBicubic"])
 def test_resize_matches_tensorflow(tf, op):
     """TF1 semantics: legacy corners, align_corners, half_pixel_centers; up and down; integer and float images."""
     g = tf.Graph()
