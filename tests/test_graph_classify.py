@@ -104,6 +104,13 @@ def test_decode_jpeg_bad_input_is_a_clear_error():
         ckpt.graph.decode_jpeg(data[:20])
     with pytest.raises(UnsupportedError, match="channels=4"):
         ckpt.graph.decode_jpeg(data, channels=4)
+    # Headers claiming 60000x60000 or 9000x9000 pixels over a few hundred bytes: refused before any pixel buffer
+    # is allocated (a uniform progressive 4000x3000 JPEG, the most compressible, holds ~170 pixels per byte).
+    sof = data.index(b"\xff\xc0")
+    for side in (60000, 9000):
+        huge = data[:sof + 5] + side.to_bytes(2, "big") * 2 + data[sof + 9:]
+        with pytest.raises(FeedError, match="invalid JPEG data"):
+            ckpt.graph.decode_jpeg(huge)
     im = Image.fromarray(np.zeros((8, 8, 4), np.uint8), "CMYK")
     out = io.BytesIO()
     im.save(out, "JPEG")

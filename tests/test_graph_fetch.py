@@ -107,6 +107,7 @@ def test_default_outputs_are_the_inference_outputs(trained):
     names = [op.name for op in g.outputs]
     assert names == ["model/Sigmoid", "loss/Mean", "diagnostics/out"]  # no gradients, updates, savers, summaries
     assert not any("gradients" in n or "switch_" in n or "Assign" in n for n in names)
+    assert g.predictions == []  # the loss's internals (logistic_loss/Select) are no prediction beside the Sigmoid
     assert g.role("loss/train_op") == "train" and g.role("Merge/MergeSummary") == "summary"
     assert g.role("loss/gradients/AddN") == "train"
     assert {g.role(op.name) for op in g.operations if op.type in ("AssignSub", "AssignSubVariableOp")} == {"update"}

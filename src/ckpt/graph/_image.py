@@ -37,6 +37,7 @@ __all__ = ["decode_jpeg", "load_labels", "top_k", "MAX_IMAGE_PIXELS"]
 
 #: Larger images are refused before decoding (TensorFlow's own limit is 65500 per side).
 MAX_IMAGE_PIXELS = 1 << 28
+_PIXELS_PER_BYTE = 1024  # twice what a 1-bit DC code per block per component can encode
 
 _DCT_METHODS = ("", "INTEGER_FAST", "INTEGER_ACCURATE")
 
@@ -61,6 +62,11 @@ def _open(data: bytes, where: str):
     w, h = im.size
     if w * h > MAX_IMAGE_PIXELS:
         raise FeedError(f"{where}: a {w}x{h} image is larger than the {MAX_IMAGE_PIXELS}-pixel limit", key=where)
+    # Every 8x8 block takes at least a bit of entropy-coded data (the DC code), so a header promising far more
+    # pixels than the bytes can hold is refused before the pixel buffer is allocated.
+    if w * h > _PIXELS_PER_BYTE * len(data) + (1 << 20):
+        raise FeedError(f"{where}: invalid JPEG data: a {w}x{h} header with only {len(data)} bytes of data",
+                        key=where)
     if im.mode not in ("L", "RGB"):
         raise UnsupportedError(f"{where}: {im.mode} JPEG images are not supported (only grayscale and YCbCr)")
     return im

@@ -601,10 +601,14 @@ class Graph:
     def predictions(self) -> list[Operation]:
         """Operations that look like a model's predictions: they depend on variables and on some inputs, and what
         consumes them needs *more* inputs (the labels of a loss or an accuracy metric). In the seed's CNN that is
-        ``ArgMax``, consumed by the accuracy's ``Equal`` which also needs ``y_input``.
+        ``ArgMax``, consumed by the accuracy's ``Equal`` which also needs ``y_input``. When an output (see
+        :attr:`outputs`) needs no input they do not (``model/Sigmoid`` beside the loss's ``logistic_loss/Select``),
+        that output is the prediction and they are not.
         """
         needs, uses_var = self._dependencies
         roles = self._roles
+        sink_masks = [needs.get(op.name, 0) for op in self.outputs]
+        sink_masks = [m for m in sink_masks if m]
         found = []
         for op in self._ops:
             if op.name in roles or op.type in _PLUMBING or _RANDOM.search(op.type) or op.name in self._trivial \
@@ -613,6 +617,8 @@ class Graph:
             mine = needs.get(op.name, 0)
             users = [c for c in self._consumers.get(op.name, ()) if c.name not in roles]
             if not mine or not users:
+                continue
+            if any(m & mine == m for m in sink_masks):
                 continue
             if all(needs.get(c.name, 0) & mine == mine and needs.get(c.name, 0) != mine for c in users):
                 found.append(op)
