@@ -18,8 +18,8 @@ EXAMPLES = """examples:
   ckpt run model/CNN.pb --feed inputs/x_input=batch.npz:x --feed keep_prob=1 --fetch ArgMax -o predictions.npz
   ckpt run model/CNN.ckpt.meta --feed inputs.npz --fetch fc_layer_2/logits_output,ArgMax --json
   ckpt run model/bn.meta --feed x=x.npy --fetch y --train        (is_training placeholders not fed -> True)
-  ckpt run classify_image_graph_def.pb --feed DecodeJpeg/contents:0=@cat.jpg --fetch softmax:0 --top 5 \
-      --labels imagenet_2012_challenge_label_map_proto.pbtxt --labels imagenet_synset_to_human_label_map.txt
+  ckpt run classify_image_graph_def.pb --feed DecodeJpeg/contents:0=@cat.jpg --fetch softmax:0 --top 5
+           --labels imagenet_2012_challenge_label_map_proto.pbtxt --labels imagenet_synset_to_human_label_map.txt
   ckpt run classify_image_graph_def.pb --feed Mul:0=image.npy --fetch pool_3:0   (feeding Mul cuts off the decoder)
 
 A value is a .npy file, a .npz file (its only array, the array named like the tensor, or FILE.npz:KEY), @FILE (the

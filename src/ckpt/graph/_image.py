@@ -44,7 +44,7 @@ _DCT_METHODS = ("", "INTEGER_FAST", "INTEGER_ACCURATE")
 
 def _pillow():
     try:
-        from PIL import Image, JpegImagePlugin  # noqa: F401
+        from PIL import Image, JpegImagePlugin  # noqa: F401  (registers the JPEG decoder)
     except ImportError:
         raise UnsupportedError("decoding JPEG images needs Pillow: pip install ckpt[image]") from None
     return Image

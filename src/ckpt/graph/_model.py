@@ -530,7 +530,8 @@ class Graph:
         return roles
 
     def role(self, name: str) -> str:
-        """``"saver"``, ``"init"``, ``"train"``, ``"summary"``, ``"update"`` or ``"model"``: which part of the graph an operation belongs to."""
+        """``"saver"``, ``"init"``, ``"train"``, ``"summary"``, ``"update"`` or ``"model"``: which part of the graph
+        an operation belongs to."""
         self.get_operation_by_name(name)
         return self._roles.get(name, "model")
 
