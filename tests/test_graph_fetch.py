@@ -33,12 +33,15 @@ def tf():
     return pytest.importorskip("tensorflow")
 
 
-@pytest.fixture(scope="module", params=["ref variables, Switch/Merge", "resource variables, Switch/Merge"])
+@pytest.fixture(scope="module", params=["ref variables, Switch/Merge", "resource variables, Switch/Merge",
+                                        "resource variables, StatelessIf"])
 def trained(request, tf, tmp_path_factory):
     v1 = tf.compat.v1
     resource = request.param.startswith("resource")
+    legacy = request.param.endswith("Switch/Merge")
     d = tmp_path_factory.mktemp("fetch")
-    v1.disable_control_flow_v2()
+    if legacy:
+        v1.disable_control_flow_v2()
     try:
         g = tf.Graph()
         with g.as_default():
@@ -93,9 +96,11 @@ def trained(request, tf, tmp_path_factory):
                     "cut": sess.run(prediction, {h: relu * 2}),
                 }
     finally:
-        v1.enable_control_flow_v2()
+        if legacy:
+            v1.enable_control_flow_v2()
     types = {op.type for op in g.get_operations()}
-    assert {"Switch", "Merge", "ScalarSummary", "MergeSummary", "SaveV2", "TopKV2", "BesselI0e"} <= types
+    assert ({"Switch", "Merge"} <= types) if legacy else bool({"If", "StatelessIf"} & types)
+    assert {"ScalarSummary", "MergeSummary", "SaveV2", "TopKV2", "BesselI0e"} <= types
     assert ("AssignSubVariableOp" if resource else "AssignSub") in types
     assert any(t.startswith("ResourceApplyAdam" if resource else "ApplyAdam") for t in types)
     return {"meta": prefix + ".meta", "prefix": prefix, "dir": d, "xs": xs, "ys": ys, "expected": expected}
