@@ -1,5 +1,8 @@
 """TensorFlow graph files without TensorFlow: read, list, freeze, export and visualise.
 
+* :func:`to_torch` runs a graph with PyTorch (``module.run(fetches, feed_dict)`` like ``sess.run``);
+  :func:`decode_jpeg` decodes as TensorFlow's ``DecodeJpeg`` does, :func:`load_labels` and :func:`top_k` turn a
+  classifier's scores into named classes.
 * :func:`load` reads ``.meta`` (MetaGraphDef, written beside TF1 checkpoints), ``.pb`` (binary GraphDef),
   ``.pbtxt`` (text GraphDef or MetaGraphDef) and the graph in a TensorBoard events file, deciding from the content.
 * :func:`freeze` turns a graph plus a checkpoint into a frozen GraphDef, as ``convert_variables_to_constants`` does.
@@ -7,9 +10,6 @@
   framework gets a structure file TensorBoard and Netron can show.
 * :func:`write_html` / :func:`show` draw a graph as an interactive page; :func:`write_events` writes an events file
   for ``tensorboard --logdir``.
-* :func:`to_torch` runs a graph with PyTorch (``module.run(fetches, feed_dict)`` like ``sess.run``);
-  :func:`decode_jpeg` decodes as TensorFlow's ``DecodeJpeg`` does, :func:`load_labels` and :func:`top_k` turn a
-  classifier's scores into named classes.
 
 Example:
     >>> import ckpt.graph                                                  # doctest: +SKIP
@@ -38,7 +38,7 @@ __all__ = [
     "load", "Graph", "Operation", "Tensor", "Input", "Variable", "SaverInfo", "Func", "AttrPlaceholder",
     "freeze", "extract_sub_graph", "export_meta_graph", "from_torch", "write_events", "write_html",
     "render_html", "show", "GraphView", "decode_attr", "make_tensor_proto", "make_ndarray", "MAX_GRAPH_BYTES",
-    "meta_writer", "to_torch", "decode_jpeg", "load_labels", "top_k",
+    "meta_writer", "to_torch",
 ]
 
 
@@ -160,3 +160,6 @@ def meta_writer(graph):
         return write_bytes(data, f"{os.fspath(prefix)}.meta", sync=sync)
 
     return write
+
+
+__all__ += ["decode_jpeg", "load_labels", "top_k"]
