@@ -319,3 +319,19 @@ def test_cli_classify_image_top5(classifier, capsys):
                      "--json"]) == 0
     value = json.loads(capsys.readouterr().out)["outputs"]["pool_3:0"]["value"]
     np.testing.assert_allclose(np.array(value), classifier["expected"]["cat.jpg"][1], rtol=TOL, atol=TOL)
+
+
+@pytest.mark.tf
+def test_resize_to_a_huge_size_is_refused_before_allocating(tf):
+    g = tf.Graph()
+    with g.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [1, 4, 4, 3], name="x")
+        size = tf.compat.v1.placeholder(tf.int32, [2], name="size")
+        tf.raw_ops.ResizeBilinear(images=x, size=size, name="resized")
+    module = ckpt.graph.to_torch(g.as_graph_def(), outputs="resized:0")
+    image = np.ones((1, 4, 4, 3), np.float32)
+    assert module.run("resized:0", {"x:0": image, "size:0": [2, 3]}).shape == (1, 2, 3, 3)
+    with pytest.raises(FeedError, match="more than 2,147,483,648 bytes"):
+        module.run("resized:0", {"x:0": image, "size:0": [100000, 100000]})
+    with pytest.raises(FeedError, match="size must be 2 positive numbers"):
+        module.run("resized:0", {"x:0": image, "size:0": [0, 3]})
