@@ -417,13 +417,13 @@ class _Program:
         if problems and body is self.body:
             # Behind a left-out operation (a gradient the fetch asks for) are more of its kind: name the first only.
             bad = {n for names_ in problems.values() for n in names_}
-            for key in list(problems):
-                kept = [n for n in problems[key]
-                        if n not in self.left_out or parents.get(n) not in bad or parents[n] not in self.left_out]
+            for kind in list(problems):
+                kept = [n for n in problems[kind] if n not in self.left_out or parents.get(n) not in bad
+                        or parents[n] not in self.left_out]
                 if kept:
-                    problems[key] = kept
+                    problems[kind] = kept
                 else:
-                    del problems[key]
+                    del problems[kind]
         if problems:
             roots = {}
             for op, index in fetches:
