@@ -176,13 +176,15 @@ class UnsupportedOperationsError(UnsupportedError):
     Attributes:
         operations: ``{op type (or "type: reason"): [names of the operations]}`` for every problem found.
         outputs: The requested outputs.
+        paths: ``{operation name: [fetch, consumer, ..., operation]}``: how a fetch reaches each one.
     """
 
     def __init__(self, message: str, *, operations: dict[str, list[str]], outputs: Sequence[str],
-                 path: str | None = None) -> None:
+                 path: str | None = None, paths: dict[str, list[str]] | None = None) -> None:
         super().__init__(message, path=path)
         self.operations = operations
         self.outputs = list(outputs)
+        self.paths = dict(paths or {})
 
 
 class FeedError(CheckpointError, ValueError):

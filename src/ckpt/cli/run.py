@@ -20,10 +20,17 @@ EXAMPLES = """examples:
   ckpt run model/CNN.pb --feed inputs/x_input=batch.npz:x --feed keep_prob=1 --fetch ArgMax -o predictions.npz
   ckpt run model/CNN.ckpt.meta --feed inputs.npz --fetch fc_layer_2/logits_output,ArgMax --json
   ckpt run model/bn.meta --feed x=x.npy --fetch y --train        (is_training placeholders not fed -> True)
+  ckpt run classify_image_graph_def.pb --feed DecodeJpeg/contents:0=@cat.jpg --fetch softmax:0 --top 5
+           --labels imagenet_2012_challenge_label_map_proto.pbtxt --labels imagenet_synset_to_human_label_map.txt
+  ckpt run classify_image_graph_def.pb --feed Mul:0=image.npy --fetch pool_3:0   (feeding Mul cuts off the decoder)
 
-A value is a .npy file, a .npz file (its only array, the array named like the tensor, or FILE.npz:KEY), or a
-number / JSON list (3.5, 13, true, [[1,2]]). A bare FILE.npz feeds every array in it under its key. Without
---fetch, the graph's prediction-like outputs are computed. The checkpoint defaults to the one beside a .meta file.
+A value is a .npy file, a .npz file (its only array, the array named like the tensor, or FILE.npz:KEY), @FILE (the
+file's bytes as a string scalar, e.g. a JPEG for DecodeJpeg), or a number / JSON list (3.5, 13, true, [[1,2]]).
+A bare FILE.npz feeds every array in it under its key. Any tensor can be fed: the graph is cut there, and only
+what the fetches need from the feeds on is computed. Without --fetch, the graph's inference outputs are computed
+(gradients, optimizer, saver and summaries left out). The checkpoint defaults to the one beside a .meta file.
+--top K prints the K best classes of each fetched score vector, named by --labels (a *_label_map_proto.pbtxt
+then a *_synset_to_human_label_map.txt, or one label per line).
 """
 
 
@@ -44,7 +51,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--train", action="store_true",
                    help="training mode: boolean cond predicates (is_training) that are not fed become True")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--top", type=int, metavar="K", help="print the K highest scores of each fetch with their classes")
+    p.add_argument("--labels", action="append", default=[], metavar="FILE",
+                   help="label file(s) naming the classes for --top (repeatable; see below)")
     p.set_defaults(func=run)
+
+
+MAX_BYTES_FEED = 1 << 30  # an @FILE feed is read into memory
 
 
 class FeedValueError(CheckpointError, ValueError):
@@ -78,6 +91,14 @@ def parse_feed(text: str) -> dict[str, np.ndarray]:
     name = name.strip()
     if not name:
         raise FeedValueError(f"--feed {text!r}: the tensor name is empty")
+    if value.startswith("@"):  # raw bytes as a string scalar (a JPEG for DecodeJpeg/contents)
+        path = value[1:]
+        if not os.path.isfile(path):
+            raise FeedValueError(f"--feed {name}: no file {path}", path=path)
+        if os.path.getsize(path) > MAX_BYTES_FEED:
+            raise FeedValueError(f"--feed {name}: {path} is larger than {MAX_BYTES_FEED} bytes", path=path)
+        with open(path, "rb") as f:
+            return {name: np.array(f.read(), dtype=object)}
     path, colon, key = value.rpartition(":")
     if colon and path.endswith(".npz") and os.path.isfile(path):
         return {name: _load_npz(path, key, name)}
@@ -100,8 +121,19 @@ def parse_feed(text: str) -> dict[str, np.ndarray]:
 
 def _text(array: np.ndarray) -> str:
     if array.ndim == 0:
-        return str(array[()])
+        return repr(array[()]) if array.dtype == object else str(array[()])
     return np.array2string(array, threshold=1000)
+
+
+def _top(arrays: dict[str, np.ndarray], k: int, labels: dict[int, str]) -> dict[str, list]:
+    from ..graph import top_k
+
+    out = {}
+    for name, a in arrays.items():
+        if a.ndim == 0 or a.dtype.kind not in "fiu":
+            raise FeedValueError(f"--top: {name} is not a score vector (dtype {a.dtype}, shape {list(a.shape)})")
+        out[name] = top_k(a, k, labels)
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,7 +148,15 @@ def run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"Error: ckpt run needs PyTorch ({exc}); install it with: pip install ckpt[torch]", file=sys.stderr)
         return 2
-    module = to_torch(args.model, args.checkpoint, outputs=fetches or None)
+    if args.top is not None and args.top < 1:
+        raise FeedValueError(f"--top {args.top}: K must be at least 1")
+    labels = {}
+    if args.labels:
+        from ..graph import load_labels
+
+        labels = load_labels(*args.labels)
+    # The feeds cut the graph: only what the fetches need from them on is checked and computed.
+    module = to_torch(args.model, args.checkpoint, inputs=list(feeds) or None, outputs=fetches or None)
     module.train(args.train)
     if not fetches:
         fetches = module.outputs
@@ -124,9 +164,26 @@ def run(args: argparse.Namespace) -> int:
         values = module.run(fetches, feeds)
     arrays = {}
     for name, value in zip(fetches, values):
-        if value is not None:
+        if isinstance(value, np.ndarray):  # strings
+            arrays[name] = value
+        elif value is not None:
             arrays[name] = value.detach().cpu().numpy()
+    if args.top is not None:
+        tops = _top(arrays, args.top, labels)
+        if args.json:
+            print_json({"top": {name: [[{"class": i, "score": score, "label": label} for i, score, label in row]
+                                        for row in rows] for name, rows in tops.items()}})
+            return 0
+        for name, rows in tops.items():
+            print(f"{escape(name)}:")
+            for r, row in enumerate(rows):
+                if len(rows) > 1:
+                    print(f"  [{r}]")
+                for i, score, label in row:
+                    print(f"  {escape(label) if label else f'class {i}'} (score = {score:.5f})")
+        return 0
     if args.output:
+        arrays = {k: (v.astype(bytes) if v.dtype == object else v) for k, v in arrays.items()}
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         _fs.write_atomic(args.output, buf.getbuffer())  # a fresh file renamed into place: never through a link

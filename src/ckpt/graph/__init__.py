@@ -1,5 +1,8 @@
 """TensorFlow graph files without TensorFlow: read, list, freeze, export and visualise.
 
+* :func:`to_torch` runs a graph with PyTorch (``module.run(fetches, feed_dict)`` like ``sess.run``);
+  :func:`decode_jpeg` decodes as TensorFlow's ``DecodeJpeg`` does, :func:`load_labels` and :func:`top_k` turn a
+  classifier's scores into named classes.
 * :func:`load` reads ``.meta`` (MetaGraphDef, written beside TF1 checkpoints), ``.pb`` (binary GraphDef),
   ``.pbtxt`` (text GraphDef or MetaGraphDef) and the graph in a TensorBoard events file, deciding from the content.
 * :func:`freeze` turns a graph plus a checkpoint into a frozen GraphDef, as ``convert_variables_to_constants`` does.
@@ -31,6 +34,7 @@ from ._build import DType, GraphBuilder, Shape, attr_value, node_name
 from ._files import MAX_GRAPH_BYTES, read_graph_file, write_message
 from ._freeze import extract_sub_graph, freeze
 from ._html import GraphView, render_html, show, write_html
+from ._image import decode_jpeg, load_labels, top_k
 from ._model import Graph, Input, Operation, SaverInfo, Tensor, Variable, _wrap_meta
 from ._saved_model import DEFAULT_TAGS, SavedModelGraph, Signature, TensorSpec, load_saved_model, saved_model_file
 
@@ -177,3 +181,6 @@ def meta_writer(graph):
         return write_bytes(data, f"{os.fspath(prefix)}.meta", sync=sync)
 
     return write
+
+
+__all__ += ["decode_jpeg", "load_labels", "top_k"]

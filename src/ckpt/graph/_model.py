@@ -48,8 +48,14 @@ _SAVER_TYPES = frozenset({"SaveV2", "RestoreV2", "MergeV2Checkpoints", "ShardedF
 _INIT_NAME = re.compile(r"\Ainit(?:_\d+|_all_tables)?(?:\Z|/)|/Assign(?:_\d+)?\Z|/Initializer/|/initial_value\Z"
                         r"|\Areport_uninitialized_variables(?:_\d+)?/|/IsInitialized/")
 _INIT_TYPES = frozenset({"Assign", "AssignVariableOp", "VarIsInitializedOp", "IsVariableInitialized"})
-_TRAIN_NAME = re.compile(r"\Agradients(?:_\d+)?/")
+# Gradients anywhere (an optimizer inside a name scope writes "loss/gradients/..."), Apply* updates.
+_TRAIN_NAME = re.compile(r"(?:\A|/)gradients(?:_\d+)?/")
 _TRAIN_TYPE = re.compile(r"\A(?:Resource)?(?:Sparse)?Apply")
+_SUMMARY_TYPE = re.compile(r"Summary(?:V\d+)?\Z")  # ScalarSummary, HistogramSummary, MergeSummary, WriteSummary...
+# State updates outside initializers: batch norm's moving averages (AssignSub), counters, scatter updates.
+_UPDATE_TYPES = frozenset({"AssignAdd", "AssignSub", "AssignAddVariableOp", "AssignSubVariableOp", "ScatterUpdate",
+                           "ScatterAdd", "ScatterSub", "ScatterMul", "ScatterDiv", "ResourceScatterUpdate",
+                           "ResourceScatterAdd", "ResourceScatterSub", "CountUpTo"})
 _TRIVIAL = frozenset({"Const", "NoOp", *VARIABLE_OPS, *PLACEHOLDER_OPS})
 _PASS_THROUGH = frozenset({"Identity", "ReadVariableOp", "Snapshot", "StopGradient"})
 # Shape bookkeeping: never proposed as a model's prediction.
@@ -498,7 +504,8 @@ class Graph:
 
     @cached_property
     def _roles(self) -> dict[str, str]:
-        """Operation name -> "saver" | "init" | "train" for the nodes that are bookkeeping, not the model."""
+        """Operation name -> "saver" | "init" | "train" | "summary" | "update" for the nodes that are bookkeeping,
+        not the model's inference computation."""
         roles: dict[str, str] = {}
         train_ops = set()
         if self._meta is not None and "train_op" in self._meta.collection_def:
@@ -510,22 +517,30 @@ class Graph:
                 roles[name] = "saver"
             elif _INIT_NAME.search(name) or op.type in _INIT_TYPES:
                 roles[name] = "init"
-            elif (_TRAIN_NAME.match(name) or _TRAIN_TYPE.match(op.type) or name in train_ops
+            elif (_TRAIN_NAME.search(name) or _TRAIN_TYPE.match(op.type) or name in train_ops
                   or any(name.startswith(t + "/") for t in train_ops)):
                 roles[name] = "train"
             elif any(roles.get(i.op) == "train" for i in op.inputs):
                 roles[name] = "train"  # uses or waits for a training update: part of the training step
-        # Producers used only by initializer or saver nodes belong to them (the truncated_normal feeding W/Assign).
+            elif _SUMMARY_TYPE.search(op.type):
+                roles[name] = "summary"
+            elif op.type in _UPDATE_TYPES or any(roles.get(i.op) == "update" for i in op.inputs):
+                roles[name] = "update"  # a state update, or what reads the state after it
+        # Producers used only by bookkeeping nodes belong to them (the truncated_normal feeding W/Assign, a summary's
+        # tag, the (moving_mean - mean) * decay an AssignSub takes); tensors a summary shows stay the model's.
         for op in reversed(self._ops):
             if op.name in roles or op.type in VARIABLE_OPS:
                 continue
             users = self._consumers.get(op.name)
-            if users and all(roles.get(u.name) in ("init", "saver") for u in users):
+            if not users or op.type != "Const" and any(roles.get(u.name) == "summary" for u in users):
+                continue  # a loss that only a summary shows is still the model's
+            if all(roles.get(u.name) in ("init", "saver", "summary", "update") for u in users):
                 roles[op.name] = roles[users[0].name]
         return roles
 
     def role(self, name: str) -> str:
-        """``"saver"``, ``"init"``, ``"train"`` or ``"model"``: which part of the graph an operation belongs to."""
+        """``"saver"``, ``"init"``, ``"train"``, ``"summary"``, ``"update"`` or ``"model"``: which part of the graph
+        an operation belongs to."""
         self.get_operation_by_name(name)
         return self._roles.get(name, "model")
 
@@ -547,20 +562,28 @@ class Graph:
     def outputs(self) -> list[Operation]:
         """Operations whose results nothing in the model uses: the candidates for ``output_node_names``.
 
-        Saver nodes (``save/*``), initializers (``init``, ``*/Assign``, ``*/Initializer/*``, ``*/initial_value``)
-        and training nodes (``gradients/*``, ``Apply*`` updates, the train op and what waits for it) are left out,
-        and so is use by them: a loss consumed only by its gradients is an output. Constants, variables, reads of
-        variables and placeholders never are.
+        Saver nodes (``save/*``), initializers (``init``, ``*/Assign``, ``*/Initializer/*``, ``*/initial_value``),
+        training nodes (``gradients/*`` in any scope, ``Apply*`` updates, the train op and what waits for it),
+        summaries and state updates (``AssignSub`` of batch norm's moving averages) are left out, and so is use by
+        them: a loss consumed only by its gradients and a summary is an output. Constants, variables, reads of
+        variables, placeholders and the pivots of a ``cond`` (``cond/switch_t``) never are.
         """
         roles = self._roles
         result = []
         for op in self._ops:
-            if op.name in roles or op.name in self._trivial or op.type in _NO_OUTPUTS:
+            if op.name in roles or op.name in self._trivial or op.type in _NO_OUTPUTS or self._is_pivot(op):
                 continue
             if any(c.name not in roles for c in self._consumers.get(op.name, ())):
                 continue
             result.append(op)
         return result
+
+    def _is_pivot(self, op: Operation) -> bool:
+        """``cond/switch_t``, ``cond/switch_f``: the Identity of a Switch a cond's branches wait on."""
+        if op.type != "Identity" or not op.data_inputs:
+            return False
+        src = self._by_name.get(op.data_inputs[0].op)
+        return src is not None and src.type in ("Switch", "RefSwitch")
 
     @cached_property
     def _dependencies(self) -> tuple[dict[str, int], dict[str, bool]]:
@@ -588,10 +611,14 @@ class Graph:
     def predictions(self) -> list[Operation]:
         """Operations that look like a model's predictions: they depend on variables and on some inputs, and what
         consumes them needs *more* inputs (the labels of a loss or an accuracy metric). In the seed's CNN that is
-        ``ArgMax``, consumed by the accuracy's ``Equal`` which also needs ``y_input``.
+        ``ArgMax``, consumed by the accuracy's ``Equal`` which also needs ``y_input``. When an output (see
+        :attr:`outputs`) needs no input they do not (``model/Sigmoid`` beside the loss's ``logistic_loss/Select``),
+        that output is the prediction and they are not.
         """
         needs, uses_var = self._dependencies
         roles = self._roles
+        sink_masks = [needs.get(op.name, 0) for op in self.outputs]
+        sink_masks = [m for m in sink_masks if m]
         found = []
         for op in self._ops:
             if op.name in roles or op.type in _PLUMBING or _RANDOM.search(op.type) or op.name in self._trivial \
@@ -600,6 +627,8 @@ class Graph:
             mine = needs.get(op.name, 0)
             users = [c for c in self._consumers.get(op.name, ()) if c.name not in roles]
             if not mine or not users:
+                continue
+            if any(m & mine == m for m in sink_masks):
                 continue
             if all(needs.get(c.name, 0) & mine == mine and needs.get(c.name, 0) != mine for c in users):
                 found.append(op)

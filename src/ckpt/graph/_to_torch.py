@@ -16,8 +16,10 @@ How a graph becomes a module:
   ``constants_as_parameters`` makes chosen ones trainable.
 * **Evaluation.** ``module.run(fetches, feed_dict)`` is ``sess.run``: it evaluates only the operations the fetches
   depend on (stopping at fed tensors), in dependency order, with TensorFlow's numerics (``_torch_ops``); the plan
-  is computed once per set of fetches and fed names and cached. ``module(*inputs, **feeds)`` runs the outputs given
-  to :func:`to_torch`. Gradients flow through everything except ``StopGradient``.
+  is computed once per set of fetches and fed names and cached. Any graph converts; an operation that cannot run
+  fails only a fetch that needs it, and the error lists every such operation with its path from the fetch.
+  ``module(*inputs, **feeds)`` runs the outputs given to :func:`to_torch`. Gradients flow through everything
+  except ``StopGradient``. String tensors (``DecodeJpeg/contents``) are NumPy object arrays of ``bytes``.
 * **Control flow.** TF1 ``cond`` (``Switch``/``Merge``) runs with TensorFlow's dead-tensor rules, and functional
   ``If``/``StatelessIf``/``PartitionedCall`` run their function bodies; ``While``/``StatelessWhile`` run as a
   Python loop over the body (gradients flow through every iteration). A boolean placeholder that is a ``cond``
@@ -27,8 +29,8 @@ How a graph becomes a module:
   TensorArrays run as Python loops (``_control_flow``), so autograd differentiates through the iterations.
 * **What is left out.** Training updates (``ApplyAdam``, ``gradients/*``), variable assignments and initialisers,
   and the Saver's nodes are recognised and never run (``module.left_out`` lists them with the reason); asking for
-  one raises an error that says what to use instead. An operation with no kernel fails at conversion time, with
-  every such operation and where it is used, for the operations the outputs need.
+  one raises an error that says what to use instead. An operation with no kernel fails at conversion time when
+  the requested ``outputs`` need it, and otherwise when a fetch does.
 
 Random operations (dropout masks, initialisers) draw from torch's generator: same distributions, different numbers.
 """
@@ -345,8 +347,10 @@ class _Program:
 
     # -------------------------------------------------------------- planning
 
-    def needed(self, body: _Body, fetches: Iterable[tuple[str, int]], fed: frozenset) -> list[_Node]:
-        """The nodes the fetches depend on, inputs first (depth-first post order); fed tensors cut the search."""
+    def needed(self, body: _Body, fetches: Iterable[tuple[str, int]], fed: frozenset,
+               parents: dict[str, str] | None = None) -> list[_Node]:
+        """The nodes the fetches depend on, inputs first (depth-first post order); fed tensors cut the search.
+        ``parents`` (when given) receives, per node, the consumer it was reached from (the way back to a fetch)."""
         order: list[_Node] = []
         state: dict[str, int] = {}  # 1 visiting, 2 done
         for fetch in fetches:
@@ -375,6 +379,8 @@ class _Program:
                         "leaves the loop, its Exit operations, can be fetched) or the loop is malformed",
                         operations={"while loop": [child]}, outputs=[root])
                 state[child] = 1
+                if parents is not None:
+                    parents[child] = name
                 stack.append((child, 0))
         return order
 
@@ -424,10 +430,33 @@ class _Program:
         plan = self._plans.get(key)
         if plan is not None:
             return plan
-        nodes = self.needed(body, fetches, fed)
+        parents: dict[str, str] = {}
+        nodes = self.needed(body, fetches, fed, parents)
         problems = self.problems(body, nodes, fetches)
+        if problems and body is self.body:
+            # Behind a left-out operation (a gradient the fetch asks for) are more of its kind: name the first only.
+            bad = {n for names_ in problems.values() for n in names_}
+            for kind in list(problems):
+                kept = [n for n in problems[kind] if n not in self.left_out or parents.get(n) not in bad
+                        or parents[n] not in self.left_out]
+                if kept:
+                    problems[kind] = kept
+                else:
+                    del problems[kind]
         if problems:
-            raise _unsupported(self.graph, problems, [f"{a}:{b}" for a, b in fetches])
+            roots = {}
+            for op, index in fetches:
+                roots.setdefault(op, f"{op}:{index}")
+            paths = {}
+            for names_ in problems.values():
+                for name in names_:
+                    if name in body.nodes and name not in paths:
+                        chain = [name]
+                        while chain[-1] in parents and len(chain) <= len(body.nodes):
+                            chain.append(parents[chain[-1]])
+                        chain[-1] = roots.get(chain[-1], chain[-1])
+                        paths[name] = chain[::-1]
+            raise _unsupported(self.graph, problems, [f"{a}:{b}" for a, b in fetches], paths)
         steps = []
         used = _uses(nodes, fetches)
         for node in nodes:
@@ -489,11 +518,18 @@ class _Program:
             for k in step.free:
                 env.pop(k, None)
 
-    def const(self, name: str, body: _Body) -> torch.Tensor:
+    def const(self, name: str, body: _Body) -> torch.Tensor | np.ndarray:
+        """A constant's value: a tensor, or for strings a NumPy object array of ``bytes``."""
         key = f"{id(body)}/{name}"
         value = self._const_cache.get(key)
         if value is None:
-            value = self._const_cache[key] = _const_tensor(body.nodes[name])
+            array = body.nodes[name].attrs.get("value")
+            if isinstance(array, np.ndarray) and (array.dtype == object or array.dtype.kind in "SU"):
+                value = np.array([v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in array.reshape(-1)],
+                                 dtype=object).reshape(array.shape)
+            else:
+                value = _const_tensor(body.nodes[name])
+            self._const_cache[key] = value
         return value
 
 
@@ -528,18 +564,37 @@ def _const_tensor(node: _Node) -> torch.Tensor:
     return as_tensor(array)
 
 
-def _unsupported(graph: Graph, problems: dict[str, list[str]], outputs: Sequence[str]) -> UnsupportedOperationsError:
+_PATHS_SHOWN = 10  # operations whose path from the fetch the message spells out (all are in .paths)
+
+
+def _path_text(chain: Sequence[str]) -> str:
+    """``fetch <- consumer <- ... <- op``, the middle elided when long."""
+    if len(chain) > 9:
+        chain = [*chain[:4], f"... ({len(chain) - 7} more)", *chain[-3:]]
+    return " <- ".join(chain)
+
+
+def _unsupported(graph: Graph, problems: dict[str, list[str]], outputs: Sequence[str],
+                 paths: Mapping[str, list[str]] | None = None) -> UnsupportedOperationsError:
     lines = []
     for key in sorted(problems):
         names = problems[key]
         shown = ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
         lines.append(f"  {key}: {shown}")
+    paths = dict(paths or {})
+    if paths:
+        lines.append("where the fetches need them:")
+        for name in list(paths)[:_PATHS_SHOWN]:
+            lines.append(f"  {_path_text(paths[name])}")
+        if len(paths) > _PATHS_SHOWN:
+            lines.append(f"  ... and {len(paths) - _PATHS_SHOWN} more (error.paths has them all)")
     where = graph.path or "the graph"
+    n_ops = sum(len(v) for v in problems.values())
     return UnsupportedOperationsError(
-        f"{where}: cannot compute {', '.join(outputs)} in PyTorch; {len(problems)} kind(s) of operation cannot "
-        f"run:\n" + "\n".join(lines) + "\n(ckpt.graph._to_torch.SUPPORTED_OPS lists what runs; pass "
-        "outputs=/inputs= to to_torch to cut the graph around them)", operations=problems, outputs=outputs,
-        path=graph.path)
+        f"{where}: cannot compute {', '.join(outputs)} in PyTorch; {n_ops} operation(s) of {len(problems)} kind(s) "
+        f"cannot run:\n" + "\n".join(lines) + "\n(ckpt.graph._to_torch.SUPPORTED_OPS lists what runs; feed a "
+        "tensor on the path to cut the graph there, or fetch something else)", operations=problems,
+        outputs=outputs, path=graph.path, paths=paths)
 
 
 class _Runtime:
@@ -599,7 +654,8 @@ class _Runtime:
         if t == "Const":
             if body is self.program.body or getattr(body, "graph_names", False):
                 return [self.module._constant(node.name)]
-            return [self.program.const(node.name, body).to(self.device())]
+            value = self.program.const(node.name, body)
+            return [value.to(self.device()) if isinstance(value, torch.Tensor) else value]
         if t in ("Placeholder", "PlaceholderV2", "PlaceholderWithDefault"):
             if node.name in self.program.mode_placeholders and body is self.program.body:
                 return [torch.tensor(self.training, device=self.device())]
@@ -749,7 +805,8 @@ class GraphModule(nn.Module):
         attr = self._attr.get(op)
         if attr is not None:
             return getattr(self, attr)
-        return self._program.const(op, self._program.body).to(self._device())
+        value = self._program.const(op, self._program.body)
+        return value.to(self._device()) if isinstance(value, torch.Tensor) else value
 
     def _device(self) -> torch.device:
         for t in self.parameters():
@@ -784,6 +841,8 @@ class GraphModule(nn.Module):
                 dtype_name, shape = info.dtype, None
             except OperationNotFoundError:
                 pass
+        if dtype_name == "string":
+            return self._string_feed(key, value, shape)
         dtype = torch_dtype(dtype_name)
         try:
             tensor = as_tensor(value, dtype, device)
@@ -795,6 +854,28 @@ class GraphModule(nn.Module):
             raise FeedError(f"cannot feed a value of shape {tuple(tensor.shape)} for tensor '{key[0]}:{key[1]}', "
                             f"which has shape {_shape_text(shape)}", key=f"{key[0]}:{key[1]}")
         return tensor
+
+    def _string_feed(self, key: tuple[str, int], value: Any, shape) -> np.ndarray:
+        """A string tensor's value: a NumPy object array of ``bytes`` (``str`` is encoded as UTF-8)."""
+        name = f"{key[0]}:{key[1]}"
+        if isinstance(value, torch.Tensor):
+            raise FeedError(f"{name} is a string tensor: feed bytes (or a NumPy array of bytes), not a torch tensor",
+                            key=name)
+        array = np.array(value, dtype=object)
+        flat = array.reshape(-1)
+        for i, item in enumerate(flat):
+            if isinstance(item, str):
+                flat[i] = item.encode("utf-8")
+            elif isinstance(item, (bytes, bytearray, memoryview, np.bytes_)):
+                flat[i] = bytes(item)
+            else:
+                raise FeedError(f"cannot feed {type(item).__name__} to the string tensor {name}: feed bytes or str",
+                                key=name)
+        if shape is not None and (len(shape) != array.ndim or any(
+                d is not None and d != s for d, s in zip(shape, array.shape))):
+            raise FeedError(f"cannot feed a value of shape {array.shape} for tensor {name!r}, which has shape "
+                            f"{_shape_text(shape)}", key=name)
+        return array
 
     def _run_keys(self, fetches: list[tuple[str, int]], feeds: dict[tuple[str, int], torch.Tensor]) -> list:
         program = self._program
@@ -820,11 +901,13 @@ class GraphModule(nn.Module):
             fetches: A tensor name (``"op_to_restore:0"``; an operation name means its first output), or a list,
                 tuple or dict of them. Any tensor of the graph can be fetched.
             feed_dict: ``{tensor name: value}``; values are tensors, NumPy arrays or Python numbers, converted to the
-                tensor's dtype. Any tensor can be fed, which also cuts off what computes it.
+                tensor's dtype (``bytes`` for string tensors, such as the JPEG of ``DecodeJpeg/contents:0``). Any
+                tensor can be fed, which also cuts off what computes it.
 
         Returns:
-            torch tensors in the structure of ``fetches`` (``None`` for operations without outputs, like ``NoOp``).
-            They carry gradients back to the module's parameters.
+            torch tensors in the structure of ``fetches`` (``None`` for operations without outputs, like ``NoOp``;
+            NumPy object arrays of ``bytes`` for string tensors). They carry gradients back to the module's
+            parameters.
 
         Raises:
             FeedError: a placeholder the fetches need was not fed, a value does not fit its placeholder's shape, or
@@ -1059,9 +1142,24 @@ def _names(graph: Graph, spec, *, what: str) -> tuple[list[tuple[str, int]], Any
 
 
 def _default_outputs(graph: Graph) -> str | list[str]:
-    ops = graph.predictions or graph.outputs
-    if not ops:
+    """The inference outputs: of the model's sinks (``graph.outputs``, which leave out gradients, optimizer, saver,
+    summary, initializer and update subgraphs) and prediction-like operations, those that need the fewest inputs;
+    sinks win when one needs no more inputs than any prediction (``model/Sigmoid`` over the loss's internals,
+    which also need the labels), else the predictions (``ArgMax`` feeding an accuracy)."""
+    sinks, predictions = graph.outputs, graph.predictions
+    if not sinks and not predictions:
         raise ValueError(f"{graph.path or 'the graph'} has no obvious outputs; pass outputs=['name:0', ...]")
+    needs = graph._dependencies[0]
+
+    def minimal(ops):
+        masks = {op.name: needs.get(op.name, 0) for op in ops}
+        fed = [op for op in ops if masks[op.name]] or ops  # what depends on no input is no inference output
+        return [op for op in fed if not any(masks[o.name] != masks[op.name]
+                                            and masks[o.name] & masks[op.name] == masks[o.name] for o in fed)]
+
+    sink_names = {op.name for op in sinks}
+    both = minimal(list({op.name: op for op in predictions + sinks}.values()))
+    ops = [op for op in both if op.name in sink_names] or minimal(predictions) or both
     names = [f"{op.name}:0" for op in ops]
     return names[0] if len(names) == 1 else names
 
@@ -1076,7 +1174,8 @@ def _default_checkpoint(graph: Graph) -> str | None:
 
 
 def _make_module(program: _Program, source: GraphModule | None, *, outputs, inputs, training: bool,
-                 values: dict[str, torch.Tensor] | None = None, persistent: set[str] | None = None) -> GraphModule:
+                 values: dict[str, torch.Tensor] | None = None, persistent: set[str] | None = None,
+                 check: bool = True) -> GraphModule:
     graph = program.graph
     out_keys, form = _names(graph, outputs if outputs is not None else _default_outputs(graph), what="output")
     if inputs is None:
@@ -1088,16 +1187,18 @@ def _make_module(program: _Program, source: GraphModule | None, *, outputs, inpu
         in_keys = [_tensor_key(graph, v, what="input") for v in ([inputs] if isinstance(inputs, str) else inputs)]
         aliases = {}
     fed = frozenset(in_keys)
-    # Check now (the plan is cached): unsupported or left-out operations the outputs need fail at conversion.
-    plan = program.plan(program.body, tuple(dict.fromkeys(out_keys)), fed)
+    fetches = tuple(dict.fromkeys(out_keys))
+    if check:  # requested outputs: what they need must run (the plan is cached); raises now, listing every problem
+        nodes = [step.node for step in program.plan(program.body, fetches, fed).steps]
+    else:  # default outputs: problems surface when they are computed, other fetches run meanwhile
+        nodes = _needed_or_none(program, fetches, fed)
     if inputs is None:
-        in_keys = [(name, 0) for name in plan.placeholders
-                   if program.body.nodes[name].type != "PlaceholderWithDefault"
-                   and name not in program.mode_placeholders]
+        in_keys = [(n.name, 0) for n in nodes if n.type in PLACEHOLDER_OPS and n.type != "PlaceholderWithDefault"
+                   and n.name not in program.mode_placeholders]
         in_keys.sort(key=lambda k: program.body.position[k[0]])
     if source is not None:  # a cut of an existing module: share what the outputs need, in graph order
         state = {}
-        for op in (step.node.name for step in plan.steps):
+        for op in (n.name for n in nodes):
             if op in program.var_storage:
                 name = program.var_storage[op][0]
                 if name in source._attr:
@@ -1117,6 +1218,14 @@ def _make_module(program: _Program, source: GraphModule | None, *, outputs, inpu
                          persistent=persistent or set())
     module.train(training)
     return module
+
+
+def _needed_or_none(program: _Program, fetches, fed) -> list[_Node]:
+    """The nodes ``fetches`` depend on, or none when that cannot be worked out (a while loop's cycle)."""
+    try:
+        return program.needed(program.body, fetches, fed)
+    except UnsupportedOperationsError:
+        return []
 
 
 def _read_state(program: _Program, checkpoint, needed_vars: set[str]) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -1223,8 +1332,10 @@ def to_torch(graph_or_path, checkpoint=None, *, inputs=None, outputs=None,
             by keyword. Naming an intermediate tensor cuts the graph there. Default: the placeholders the outputs
             need (those without a default, in graph order).
         outputs: The tensor(s) ``module(...)`` returns: a name, a list (a tuple is returned) or a dict (a dict is
-            returned). Default: the graph's prediction-like operations (``ArgMax`` in the seed CNN), else the
-            operations nothing consumes.
+            returned); checked now. Default: the inference outputs: of the operations nothing in the model consumes
+            (gradients, optimizer, saver, summaries, initializers and state updates left out) and the
+            prediction-like ones (``ArgMax`` in the seed CNN), those needing the fewest inputs; not checked
+            until computed. Whatever the outputs, ``module.run`` computes any tensor whose subgraph can run.
         constants_as_parameters: For frozen graphs: make floating-point constants trainable parameters: True for
             all, or glob pattern(s) of constant names (``"fc_layer_2/*"``).
         signature: For a SavedModel: the signature to run (default ``"serving_default"`` when neither ``inputs``
@@ -1236,8 +1347,8 @@ def to_torch(graph_or_path, checkpoint=None, *, inputs=None, outputs=None,
         A :class:`GraphModule` in eval mode.
 
     Raises:
-        UnsupportedOperationsError: the outputs need operations that cannot run (every one listed with where it is
-            used), or training/saver operations.
+        UnsupportedOperationsError: the requested outputs need operations that cannot run (every one listed,
+            with its path from the output), or training/saver operations.
         CheckpointNotFoundError: a variable the outputs need is not in the checkpoint (all listed).
         StateMismatchError: checkpoint values whose dtype or shape do not fit the graph (all listed).
         OperationNotFoundError: an input or output name is not in the graph.
@@ -1272,8 +1383,12 @@ def to_torch(graph_or_path, checkpoint=None, *, inputs=None, outputs=None,
     if inputs is not None:
         values_ = inputs.values() if isinstance(inputs, Mapping) else ([inputs] if isinstance(inputs, str) else inputs)
         in_keys = [_tensor_key(graph, v, what="input") for v in values_]
-    plan = program.plan(program.body, tuple(dict.fromkeys(out_keys)), frozenset(in_keys))
-    needed_vars = {s.node.name for s in plan.steps if s.node.type in VARIABLE_OPS}
+    fetches = tuple(dict.fromkeys(out_keys))
+    if outputs is not None:  # what was asked for must run: fail now, naming every operation that cannot
+        nodes = [step.node for step in program.plan(program.body, fetches, frozenset(in_keys)).steps]
+    else:  # the default outputs are a guess: a problem with them surfaces when they are computed
+        nodes = _needed_or_none(program, fetches, frozenset(in_keys))
+    needed_vars = {n.name for n in nodes if n.type in VARIABLE_OPS}
 
     values: dict[str, Any] = {}
     if program.storages:
@@ -1333,4 +1448,4 @@ def to_torch(graph_or_path, checkpoint=None, *, inputs=None, outputs=None,
         logger.info("ckpt.graph.to_torch: %d training, assignment and saver operation(s) are left out "
                     "(module.left_out says why)", len(program.left_out))
     return _make_module(program, None, outputs=out_spec, inputs=inputs, training=False, values=values,
-                        persistent=persistent)
+                        persistent=persistent, check=outputs is not None)

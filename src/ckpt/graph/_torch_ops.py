@@ -567,6 +567,175 @@ def _batch_norm_global(node, args, rt):
     return y + beta
 
 
+# ----------------------------------------------------------------------------------------------- images
+
+
+@check("DecodeJpeg")
+def _check_decode_jpeg(node):
+    import importlib.util
+
+    if importlib.util.find_spec("PIL") is None:
+        return "no JPEG decoder: install Pillow (pip install ckpt[image])"
+    return None
+
+
+@kernel("DecodeJpeg")
+def _decode_jpeg(node, args, rt):
+    from ._image import decode_jpeg
+
+    value = args[0]
+    if not isinstance(value, np.ndarray) or value.dtype != object or value.shape != ():
+        raise TypeError(f"DecodeJpeg takes one string (the JPEG's bytes), got {getattr(value, 'shape', value)!r}")
+    a = node.attrs
+    pixels = decode_jpeg(value[()], channels=int(a.get("channels", 0) or 0), ratio=int(a.get("ratio", 1) or 1),
+                         fancy_upscaling=bool(a.get("fancy_upscaling", True)),
+                         dct_method=str(a.get("dct_method", "") or ""), where=node.name)
+    return as_tensor(pixels, device=rt.device())
+
+
+@check("ResizeBilinear", "ResizeNearestNeighbor", "ResizeBicubic")
+def _check_resize(node):
+    if node.attrs.get("align_corners") and node.attrs.get("half_pixel_centers"):
+        return "align_corners and half_pixel_centers both set (TensorFlow refuses it too)"
+    return None
+
+
+_MAX_RESIZED_BYTES = 2 << 30
+
+
+def _resize_scale(in_size: int, out_size: int, align_corners: bool) -> np.float32:
+    """TensorFlow's CalculateResizeScale, in float32."""
+    if align_corners and out_size > 1:
+        return np.float32(in_size - 1) / np.float32(out_size - 1)
+    return np.float32(in_size) / np.float32(out_size)
+
+
+def _resize_sizes(node, args) -> tuple[int, int, int, int]:
+    x = args[0]
+    if x.dim() != 4:
+        raise ValueError(f"{node.name}: images must be 4-dimensional [batch, height, width, channels], got "
+                         f"{list(x.shape)}")
+    size = _ints(args[1])
+    if len(size) != 2 or min(size) <= 0:
+        raise ValueError(f"{node.name}: size must be 2 positive numbers, got {size}")
+    if x.shape[0] * size[0] * size[1] * x.shape[3] * 4 > _MAX_RESIZED_BYTES:  # a graph's numbers size no allocation
+        raise ValueError(f"{node.name}: resizing to {size} would create more than {_MAX_RESIZED_BYTES:,} bytes")
+    return x.shape[1], x.shape[2], size[0], size[1]
+
+
+def _bilinear_weights(in_size: int, out_size: int, align: bool, half: bool, device):
+    """kernels/image/resize_bilinear_op.cc compute_interpolation_weights: lower/upper source rows and the lerp."""
+    scale = _resize_scale(in_size, out_size, align)
+    i = np.arange(out_size, dtype=np.float32)
+    pos = (i + np.float32(0.5)) * scale - np.float32(0.5) if half else i * scale
+    floor = np.floor(pos)
+    lower = np.maximum(floor.astype(np.int64), 0)
+    upper = np.minimum(np.ceil(pos).astype(np.int64), in_size - 1)
+    lerp = (pos - floor).astype(np.float32)
+    return (torch.from_numpy(lower).to(device), torch.from_numpy(upper).to(device),
+            torch.from_numpy(lerp).to(device))
+
+
+@kernel("ResizeBilinear")
+def _resize_bilinear(node, args, rt):
+    x = args[0].to(torch.float32)  # TensorFlow casts every pixel to float and returns float32
+    in_h, in_w, out_h, out_w = _resize_sizes(node, args)
+    align, half = bool(node.attrs.get("align_corners")), bool(node.attrs.get("half_pixel_centers"))
+    y0, y1, ly = _bilinear_weights(in_h, out_h, align, half, x.device)
+    x0, x1, lx = _bilinear_weights(in_w, out_w, align, half, x.device)
+    top, bottom = x.index_select(1, y0), x.index_select(1, y1)
+    lx = lx.reshape(1, 1, -1, 1)
+    top_left, top_right = top.index_select(2, x0), top.index_select(2, x1)
+    bottom_left, bottom_right = bottom.index_select(2, x0), bottom.index_select(2, x1)
+    top = top_left + (top_right - top_left) * lx  # the order of TensorFlow's compute_lerp
+    bottom = bottom_left + (bottom_right - bottom_left) * lx
+    return top + (bottom - top) * ly.reshape(1, -1, 1, 1)
+
+
+def _nearest_index(in_size: int, out_size: int, align: bool, half: bool, device) -> torch.Tensor:
+    """kernels/image/resize_nearest_neighbor_op.cc: floor (round with align_corners) of the scaled position."""
+    scale = _resize_scale(in_size, out_size, align)
+    i = np.arange(out_size, dtype=np.float32)
+    pos = (i + np.float32(0.5)) * scale if half else i * scale
+    index = np.floor(pos + np.float32(0.5)) if align else np.floor(pos)  # roundf: halves away from zero (pos >= 0)
+    index = np.minimum(index.astype(np.int64), in_size - 1)
+    if half:
+        index = np.maximum(index, 0)
+    return torch.from_numpy(index).to(device)
+
+
+@kernel("ResizeNearestNeighbor")
+def _resize_nearest(node, args, rt):
+    x = args[0]
+    in_h, in_w, out_h, out_w = _resize_sizes(node, args)
+    align, half = bool(node.attrs.get("align_corners")), bool(node.attrs.get("half_pixel_centers"))
+    rows = _nearest_index(in_h, out_h, align, half, x.device)
+    cols = _nearest_index(in_w, out_w, align, half, x.device)
+    return x.index_select(1, rows).index_select(2, cols)
+
+
+_CUBIC_TABLE_SIZE = 1024
+
+
+def _cubic_table(a: float) -> np.ndarray:
+    """resize_bicubic_op.cc InitCoeffsTable: Keys' cubic weights at 1025 offsets, computed in double, kept in float."""
+    out = np.empty((_CUBIC_TABLE_SIZE + 1, 2), np.float32)
+    for i in range(_CUBIC_TABLE_SIZE + 1):
+        x = float(np.float32(i * 1.0 / _CUBIC_TABLE_SIZE))
+        out[i, 0] = ((a + 2) * x - (a + 3)) * x * x + 1
+        x = float(np.float32(x + 1.0))
+        out[i, 1] = ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    return out
+
+
+_CUBIC_TABLES: dict[bool, np.ndarray] = {}
+
+
+def _cubic_weights(in_size: int, out_size: int, align: bool, half: bool):
+    """resize_bicubic_op.cc GetWeightsAndIndices: 4 source indices and weights per output position; with
+    half_pixel_centers (Keys' a=-0.5) taps outside the image get weight 0 and the rest are renormalised."""
+    table = _CUBIC_TABLES.get(half)
+    if table is None:
+        table = _CUBIC_TABLES[half] = _cubic_table(-0.5 if half else -0.75)
+    scale = _resize_scale(in_size, out_size, align)
+    i = np.arange(out_size, dtype=np.float32)
+    pos = (i + np.float32(0.5)) * scale - np.float32(0.5) if half else i * scale
+    loc = np.floor(pos).astype(np.int64)
+    delta = (pos - loc.astype(np.float32)).astype(np.float32)
+    offset = np.rint(delta * np.float32(_CUBIC_TABLE_SIZE)).astype(np.int64)
+    taps = [loc - 1, loc, loc + 1, loc + 2]
+    weights = [table[offset, 1], table[offset, 0], table[_CUBIC_TABLE_SIZE - offset, 0],
+               table[_CUBIC_TABLE_SIZE - offset, 1]]
+    index = [np.clip(t, 0, in_size - 1) for t in taps]
+    if half:
+        weights = [np.where(ix == t, w, np.float32(0)).astype(np.float32) for ix, t, w in zip(index, taps, weights)]
+        total = ((weights[0] + weights[1]) + weights[2]) + weights[3]
+        ok = np.abs(total) >= np.float32(1000) * np.finfo(np.float32).tiny
+        inv = np.where(ok, np.float32(1) / np.where(ok, total, np.float32(1)), np.float32(1)).astype(np.float32)
+        weights = [np.where(ok, w * inv, w).astype(np.float32) for w in weights]
+    return index, weights
+
+
+@kernel("ResizeBicubic")
+def _resize_bicubic(node, args, rt):
+    x = args[0].to(torch.float32)
+    in_h, in_w, out_h, out_w = _resize_sizes(node, args)
+    align, half = bool(node.attrs.get("align_corners")), bool(node.attrs.get("half_pixel_centers"))
+
+    def along(t, dim, in_size, out_size):
+        index, weights = _cubic_weights(in_size, out_size, align, half)
+        shape = [1] * 4
+        shape[dim] = out_size
+        out = None
+        for ix, w in zip(index, weights):  # TensorFlow's Interpolate1D: v0*w0 + v1*w1 + v2*w2 + v3*w3, in order
+            term = t.index_select(dim, torch.from_numpy(ix).to(t.device)) * torch.from_numpy(w).to(
+                t.device).reshape(shape)
+            out = term if out is None else out + term
+        return out
+
+    return along(along(x, 2, in_w, out_w), 1, in_h, out_h)  # along x within each row first, then along y
+
+
 # ----------------------------------------------------------------------------------------------- losses
 
 
