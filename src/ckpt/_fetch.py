@@ -28,7 +28,6 @@ import shutil
 import stat
 import sys
 import tarfile
-import tempfile
 import time
 import urllib.parse
 import zipfile
@@ -325,8 +324,7 @@ class _Extractor:
             if os.path.isdir(dest) and not os.path.islink(dest):
                 raise self.fail(f"member {name!r} is a file where a directory was extracted", name)
             os.unlink(dest)  # a later member replaces an earlier one, as tar does
-        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
-                     0o755 if executable else 0o644)
+        fd = _fs.create_new(dest, 0o755 if executable else 0o644)
         with os.fdopen(fd, "wb") as out:
             while True:
                 chunk = source.read(_CHUNK)
@@ -416,7 +414,7 @@ class _Extractor:
 
 
 def _extract(archive: Path, final: Path, *, max_bytes: int, max_files: int) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp = Path(_fs.make_temp_dir(final.parent, prefix=f".{final.name}."))
     try:
         ex = _Extractor(archive, tmp, max_bytes=max_bytes, max_files=max_files)
         try:

@@ -137,6 +137,20 @@ def create_scratch(path: str) -> int:
     return os.open(path, os.O_RDWR | _NEW_FILE, 0o600)
 
 
+def create_new(path: str, mode: int = 0o644) -> int:
+    """Create ``path`` for writing with permissions ``mode``, never through a link and never over an existing
+    file; returns the descriptor. For files that are not steps of a save (extracted archive members), so this is
+    not a primitive."""
+    return os.open(path, os.O_WRONLY | _NEW_FILE, mode)
+
+
+def make_temp_dir(parent: str | os.PathLike, prefix: str, suffix: str = ".tmp") -> str:
+    """A fresh private directory in ``parent`` (``tempfile.mkdtemp``: created with O_EXCL semantics, mode 0700)."""
+    import tempfile
+
+    return tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent)
+
+
 def _kind(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "a directory"
