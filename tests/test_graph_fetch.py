@@ -76,8 +76,8 @@ def trained(request, tf, tmp_path_factory):
             v1.summary.histogram("w", w)
             merged = v1.summary.merge_all()
             with tf.name_scope("diagnostics"):  # needs labels: not an inference output; no kernels in ckpt
-                top = tf.math.top_k(logits * y, 1)
-                tf.add(top.values, tf.math.bessel_i0e(logits), name="out")
+                top = tf.math.lgamma(logits * y, name="Lgamma")
+                tf.add(top, tf.math.bessel_i0e(logits), name="out")
             saver = v1.train.Saver()
             rng = np.random.default_rng(0)
             xs = rng.standard_normal((8, 4)).astype(np.float32)
@@ -100,7 +100,7 @@ def trained(request, tf, tmp_path_factory):
             v1.enable_control_flow_v2()
     types = {op.type for op in g.get_operations()}
     assert ({"Switch", "Merge"} <= types) if legacy else bool({"If", "StatelessIf"} & types)
-    assert {"ScalarSummary", "MergeSummary", "SaveV2", "TopKV2", "BesselI0e"} <= types
+    assert {"ScalarSummary", "MergeSummary", "SaveV2", "Lgamma", "BesselI0e"} <= types
     assert ("AssignSubVariableOp" if resource else "AssignSub") in types
     assert any(t.startswith("ResourceApplyAdam" if resource else "ApplyAdam") for t in types)
     return {"meta": prefix + ".meta", "prefix": prefix, "dir": d, "xs": xs, "ys": ys, "expected": expected}
@@ -150,13 +150,13 @@ def test_unsupported_operations_raise_only_for_fetches_that_need_them(trained):
         module.run("diagnostics/out:0", {"x:0": xs, "y:0": ys})
     err = info.value
     # Every operation in the way, each with its path from the fetch.
-    assert set(err.operations) == {"TopKV2", "BesselI0e"}
-    assert err.paths["diagnostics/TopKV2"] == ["diagnostics/out:0", "diagnostics/TopKV2"]
+    assert set(err.operations) == {"Lgamma", "BesselI0e"}
+    assert err.paths["diagnostics/Lgamma"] == ["diagnostics/out:0", "diagnostics/Lgamma"]
     assert err.paths["diagnostics/bessel_i0e/BesselI0e"] == ["diagnostics/out:0",
                                                               "diagnostics/bessel_i0e/BesselI0e"]
     text = str(err)
-    assert "TopKV2: diagnostics/TopKV2" in text and "BesselI0e: diagnostics/bessel_i0e/BesselI0e" in text
-    assert "diagnostics/out:0 <- diagnostics/TopKV2" in text and "diagnostics/out:0" in err.outputs
+    assert "Lgamma: diagnostics/Lgamma" in text and "BesselI0e: diagnostics/bessel_i0e/BesselI0e" in text
+    assert "diagnostics/out:0 <- diagnostics/Lgamma" in text and "diagnostics/out:0" in err.outputs
     # Deeper: the path goes through the ops between.
     with pytest.raises(UnsupportedOperationsError) as info:
         module.run("Merge/MergeSummary:0", {"x:0": xs, "y:0": ys})
@@ -168,11 +168,11 @@ def test_unsupported_operations_raise_only_for_fetches_that_need_them(trained):
             module.run(fetch, {"x:0": xs, "y:0": ys})
     # Feeding the unsupported ops' outputs cuts them off: the rest of the fetch runs.
     with torch.no_grad():
-        out = module.run("diagnostics/out:0", {"diagnostics/TopKV2:0": np.ones((8, 1), np.float32),
+        out = module.run("diagnostics/out:0", {"diagnostics/Lgamma:0": np.ones((8, 1), np.float32),
                                                "diagnostics/bessel_i0e/BesselI0e:0": np.full((8, 1), 2, np.float32)})
     assert out.tolist() == [[3.0]] * 8
     # Asking for the diagnostics up front fails at conversion, with the same report.
-    with pytest.raises(UnsupportedOperationsError, match="diagnostics/out:0 <- diagnostics/TopKV2"):
+    with pytest.raises(UnsupportedOperationsError, match="diagnostics/out:0 <- diagnostics/Lgamma"):
         ckpt.graph.to_torch(trained["meta"], checkpoint=trained["prefix"], outputs="diagnostics/out:0")
 
 
@@ -197,7 +197,7 @@ def test_cli_run_prints_the_prediction_and_cuts_at_feeds(trained, capsys):
     # Fed tensors cut off operations ckpt cannot run, on the command line too.
     np.save(d / "top.npy", np.ones((8, 1), np.float32))
     np.save(d / "bessel.npy", np.full((8, 1), 2, np.float32))
-    assert cli_main(["run", trained["meta"], "--feed", f"diagnostics/TopKV2:0={d / 'top.npy'}", "--feed",
+    assert cli_main(["run", trained["meta"], "--feed", f"diagnostics/Lgamma:0={d / 'top.npy'}", "--feed",
                      f"diagnostics/bessel_i0e/BesselI0e:0={d / 'bessel.npy'}", "--fetch", "diagnostics/out:0",
                      "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["outputs"]["diagnostics/out:0"]["value"] == [[3.0]] * 8
