@@ -140,7 +140,7 @@ def kill(rank: int, world: int, d: str) -> None:
         fs.write_all = write_all
     try:
         _save_step(d, 2, world)
-    except Exception as exc:  # the surviving rank sees the failure (a collective error), it does not hang
+    except BaseException as exc:  # the surviving rank sees the failure (a collective error), it does not hang
         with open(os.path.join(d, f"error-{rank}.txt"), "w") as f:
             f.write(f"{type(exc).__name__}: {exc}")
     assert _dist is not None
@@ -152,17 +152,23 @@ def enospc(rank: int, world: int, d: str) -> None:
     if rank == 1:
         import ckpt._fs as fs
 
+        real = fs.write_all
+
         def write_all(fd, data):
             raise OSError(errno.ENOSPC, "No space left on device")
 
         fs.write_all = write_all
     try:
         _save_step(d, 2, world)
-    except Exception as exc:
+    except BaseException as exc:  # DCP's CheckpointException is a BaseException
         with open(os.path.join(d, f"error-{rank}.txt"), "w") as f:
             f.write(f"{type(exc).__name__}: {exc}")
     else:
         raise AssertionError("the save succeeded although rank 1 could not write")
+    if rank == 1:
+        fs.write_all = real
+    # Temporary files of the failed save are left for ckpt's sweep (the next ckpt.save / Manager in the directory).
+    _save_step(d, 3, world)
 
 
 def main() -> None:

@@ -84,7 +84,6 @@ class TestFourRankSave:
                 assert sorted(r.keys()) == sorted(reference())
                 for name, want in reference().items():
                     assert_bitequal(r[name], want, name)
-        assert ckpt.verify(saved / "m.ckpt-2").ok if hasattr(ckpt, "verify") else True
 
     def test_sharded_tensors_are_slices_replicated_written_once(self, saved):
         from ckpt.format.bundle import BundleReader
@@ -146,9 +145,11 @@ def test_enospc_on_one_rank_raises_on_all(tmp_path):
     run_ranks("enospc", 2, tmp_path)
     for rank in range(2):
         assert "No space left" in (tmp_path / f"error-{rank}.txt").read_text()
-    assert ckpt.latest(tmp_path).endswith("m.ckpt-1")
     assert not (tmp_path / "m.ckpt-2.index").exists()
-    assert not [n for n in os.listdir(tmp_path) if n.startswith("m.ckpt-2.data") and "tmp" in n]
+    # Nothing of step 2 has a final name; step 3 (after the failure) committed normally.
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("m.ckpt-2.") and ".tmp-" not in n]
+    assert ckpt.latest(tmp_path).endswith("m.ckpt-3")
+
 
 
 # --------------------------------------------------------------------------------------- one process, no dist
@@ -159,8 +160,7 @@ def test_objects_are_json_not_pickle(tmp_path):
              "step": 3}
     dcp.save(state, storage_writer=BundleStorageWriter(tmp_path / "c"), no_dist=True)
     record = ckpt.Reader(tmp_path / "c").record
-    assert record["distributed"]["objects"] == {"opt.lr": 0.1, "opt.betas": [0.9, 0.99], "step": 3} or \
-        record["distributed"]["objects"]
+    assert record["distributed"]["objects"] == {"opt.lr": 0.1, "opt.betas": [0.9, 0.99], "step": 3}
     out = {"w": torch.zeros(2, 3), "opt": {"lr": 0.0, "betas": None}, "step": 0}
     dcp.load(out, storage_reader=BundleStorageReader(tmp_path / "c"), no_dist=True)
     assert out["step"] == 3 and out["opt"]["lr"] == 0.1 and list(out["opt"]["betas"]) == [0.9, 0.99]

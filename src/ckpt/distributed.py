@@ -28,7 +28,6 @@ import io
 import json
 import math
 import os
-import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -53,6 +52,13 @@ RECORD_KEY = "distributed"
 _RECORD_VERSION = 1
 
 _CLASSES: dict[str, type] = {}
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        _fs.unlink(path)
+    except OSError:
+        pass
 
 
 def _jsonable(value: Any, where: str) -> Any:
@@ -109,11 +115,12 @@ def _classes() -> dict[str, type]:
     from .adapters import torch as _torch_adapter
 
     class _RankFile:
-        """One rank's data file: written under a temporary name, placed by :meth:`place`."""
+        """One rank's data file, written under the temporary name the coordinator chose (``token``); the
+        coordinator renames every rank's file into place at commit."""
 
-        def __init__(self, prefix: str, rank: int, world: int, sync: bool) -> None:
+        def __init__(self, prefix: str, rank: int, world: int, token: str, sync: bool) -> None:
             self.final = data_filename(prefix, rank, world)
-            self.tmp = f"{self.final}{TMP_MARKER}{os.urandom(4).hex()}"
+            self.tmp = f"{self.final}{TMP_MARKER}{token}"
             self.sync = sync
             self.size = 0
             _fs.makedirs(os.path.dirname(self.final) or ".")
@@ -126,12 +133,13 @@ def _classes() -> dict[str, type]:
             self.size += view.nbytes
             return offset, view.nbytes
 
-        def place(self) -> None:
-            if self.sync:
-                _fs.fsync(self.fd)
-            fd, self.fd = self.fd, -1
-            _fs.close(fd)
-            _fs.replace(self.tmp, self.final)
+        def close(self) -> None:
+            """Make the bytes durable (``sync``) and close; the file keeps its temporary name."""
+            if self.fd >= 0:
+                if self.sync:
+                    _fs.fsync(self.fd)
+                fd, self.fd = self.fd, -1
+                _fs.close(fd)
 
         def abort(self) -> None:
             if self.fd >= 0:
@@ -140,10 +148,7 @@ def _classes() -> dict[str, type]:
                     _fs.close(fd)
                 except OSError:
                     pass
-            try:
-                _fs.unlink(self.tmp)
-            except OSError:
-                pass
+            _unlink_quietly(self.tmp)
 
     class BundleStorageWriter(StorageWriter):
         """DCP ``StorageWriter`` writing a TensorFlow tensor bundle at ``checkpoint_id`` (a prefix such as
@@ -167,7 +172,7 @@ def _classes() -> dict[str, type]:
             self.overwrite = overwrite
             self.is_coordinator = False
             self._coordinator_file: _RankFile | None = None
-            self._shape = (0, 1)  # (this rank's shard, number of data files), known once the plan is made
+            self._shape = (0, 1, "")  # (this rank's shard, number of data files, token), known once planned
 
         def reset(self, checkpoint_id: str | os.PathLike | None = None) -> None:
             if checkpoint_id is not None:
@@ -208,12 +213,14 @@ def _classes() -> dict[str, type]:
             return plan
 
         def prepare_global_plan(self, plans):
-            # Every rank learns its shard number and the number of data files.
-            return [dataclasses.replace(p, storage_data=(i, len(plans))) for i, p in enumerate(plans)]
+            # Every rank learns its shard number, the number of data files and the temporary-name token, so the
+            # coordinator knows every rank's temporary file (a rank with nothing to write still writes an empty one).
+            token = os.urandom(4).hex()
+            return [dataclasses.replace(p, storage_data=(i, len(plans), token)) for i, p in enumerate(plans)]
 
         def write_data(self, plan, planner) -> Future:
-            rank, world = plan.storage_data
-            out = _RankFile(self.prefix, rank, world, self.sync)
+            rank, world, token = plan.storage_data
+            out = _RankFile(self.prefix, rank, world, token, self.sync)
             results = []
             try:
                 for item in plan.items:
@@ -234,9 +241,10 @@ def _classes() -> dict[str, type]:
                             tuple(chunk.sizes), rank, offset, size, mask(crc32c(raw)))
                     results.append(WriteResult(index=item.index, size_in_bytes=size, storage_data=info))
                 if self.is_coordinator:
-                    self._coordinator_file, self._shape = out, (rank, world)  # placed in finish(), after the record is appended
+                    # Closed in finish(), after the record (which needs every rank's objects) is appended.
+                    self._coordinator_file, self._shape = out, (rank, world, token)
                 else:
-                    out.place()
+                    out.close()
             except BaseException:
                 out.abort()
                 raise
@@ -256,8 +264,13 @@ def _classes() -> dict[str, type]:
             coord = self._coordinator_file
             if coord is None:
                 raise CheckpointError("finish() called without this rank's write_data()", path=self.prefix)
+            shard, world, token = self._shape
+            directory = os.path.dirname(self.prefix) or "."
+            temps = [f"{data_filename(self.prefix, r, world)}{TMP_MARKER}{token}" for r in range(world)]
+            index_final = index_filename(self.prefix)
+            index_tmp = f"{index_final}{TMP_MARKER}{token}"
+            placed: list[str] = []
             try:
-                shard, world = self._shape
                 tensors: dict[str, list[tuple]] = {}
                 objects: dict[str, Any] = {}
                 for rank_results in results:
@@ -271,11 +284,10 @@ def _classes() -> dict[str, type]:
                 payload, crc = encode_strings(np.asarray(json.dumps(record, sort_keys=True).encode(), dtype=object))
                 rec_offset, rec_size = coord.append(payload)
                 entries = {_encode_name(METADATA_KEY): _encode_entry(_dtypes.from_numpy(np.dtype(object)).enum, (),
-                                                                    shard, rec_offset,
-                                                                    rec_size, mask(crc))}
+                                                                    shard, rec_offset, rec_size, mask(crc))}
                 for fqn, chunks in tensors.items():
                     _merge_entries(entries, fqn, chunks)
-                coord.place()
+                coord.close()
                 header = tensor_bundle_pb2.BundleHeaderProto(num_shards=world)
                 header.version.producer = BUNDLE_VERSION
                 table = TableWriter()
@@ -283,8 +295,6 @@ def _classes() -> dict[str, type]:
                 for key in sorted(entries):
                     value = entries[key]
                     table.add(key, value if isinstance(value, bytes) else value.SerializeToString())
-                index_final = index_filename(self.prefix)
-                index_tmp = f"{index_final}{TMP_MARKER}{os.urandom(4).hex()}"
                 fd = _fs.create(index_tmp)
                 try:
                     _fs.write_all(fd, table.finish())
@@ -292,19 +302,28 @@ def _classes() -> dict[str, type]:
                         _fs.fsync(fd)
                 finally:
                     _fs.close(fd)
-                _fs.replace(index_tmp, index_final)
-                directory = os.path.dirname(self.prefix) or "."
-                if self.sync:
-                    _fs.fsync_dir(directory)
+                from ._lock import DirectoryLock
+
+                with DirectoryLock(directory):  # no ckpt.save / Manager of this directory commits meanwhile
+                    # Data files first, the index last: an index only ever appears next to complete data.
+                    for r, tmp in enumerate(temps):
+                        _fs.replace(tmp, data_filename(self.prefix, r, world))
+                        placed.append(data_filename(self.prefix, r, world))
+                    _fs.replace(index_tmp, index_final)
+                    placed.insert(0, index_final)
+                    if self.sync:
+                        _fs.fsync_dir(directory)
+                    if self.record_state:
+                        from .api import record_in_state
+
+                        record_in_state(directory, self.prefix, sync=self.sync)
             except BaseException:
                 coord.abort()
+                for path in placed + temps + [index_tmp]:
+                    _unlink_quietly(path)
                 raise
             finally:
                 self._coordinator_file = None
-            if self.record_state:
-                from .api import record_in_state
-
-                record_in_state(directory, self.prefix, sync=self.sync)
 
     def _merge_entries(entries: dict, fqn: str, chunks: list[tuple]) -> None:
         """The index entries of one tensor: a whole entry for one chunk covering it, else a partitioned tensor."""
