@@ -218,3 +218,28 @@ def test_read_box_counts_only_the_box(tmp_path):
             want = full[tuple(slice(s, s + k) for s, k in zip(start, lengths))]
             assert_bitequal(got, want, str(start))
             assert n == want.nbytes
+
+
+def test_convert_dcp_directory_to_bundle_and_back(tmp_path):
+    """`ckpt convert` of a DCP FileSystemWriter checkpoint (pickled .metadata: only with --allow-pickle)."""
+    state = {"model": {"w": torch.arange(12, dtype=torch.float32).reshape(3, 4), "b": torch.arange(3)},
+             "bf": torch.linspace(-2, 2, 7).to(torch.bfloat16), "step": 5}
+    dcp.save(state, storage_writer=dcp.FileSystemWriter(str(tmp_path / "dcp")), no_dist=True)
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent / "src"))
+    cmd = [sys.executable, "-m", "ckpt", "convert", str(tmp_path / "dcp"), str(tmp_path / "b.ckpt")]
+    refused = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert refused.returncode != 0 and "pickle" in refused.stderr and not (tmp_path / "b.ckpt.index").exists()
+    done = subprocess.run(cmd + ["--allow-pickle"], env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    with ckpt.Reader(tmp_path / "b.ckpt") as r:
+        assert sorted(r.keys()) == ["bf", "model.b", "model.w"]
+        assert_bitequal(r["model.w"], state["model"]["w"].numpy(), "w")
+        assert r.record["distributed"]["objects"] == {"step": 5}
+    back = subprocess.run([sys.executable, "-m", "ckpt", "convert", str(tmp_path / "b.ckpt"), str(tmp_path / "dcp2"),
+                           "--format", "dcp"], env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert back.returncode == 0, back.stderr
+    out = {"model": {"w": torch.zeros(3, 4), "b": torch.zeros(3, dtype=torch.int64)},
+           "bf": torch.zeros(7, dtype=torch.bfloat16), "step": 0}
+    dcp.load(out, storage_reader=dcp.FileSystemReader(str(tmp_path / "dcp2")), no_dist=True)
+    assert torch.equal(out["model"]["w"], state["model"]["w"]) and torch.equal(out["model"]["b"], state["model"]["b"])
+    assert torch.equal(out["bf"].view(torch.int16), state["bf"].view(torch.int16)) and out["step"] == 5
