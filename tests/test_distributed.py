@@ -243,3 +243,35 @@ def test_convert_dcp_directory_to_bundle_and_back(tmp_path):
     dcp.load(out, storage_reader=dcp.FileSystemReader(str(tmp_path / "dcp2")), no_dist=True)
     assert torch.equal(out["model"]["w"], state["model"]["w"]) and torch.equal(out["model"]["b"], state["model"]["b"])
     assert torch.equal(out["bf"].view(torch.int16), state["bf"].view(torch.int16)) and out["step"] == 5
+
+
+def test_ckpt_save_and_restore_dtensors_on_a_one_process_mesh(tmp_path):
+    """A DTensor used to make ckpt.save fail with a raw RuntimeError; now it saves through ckpt.distributed."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Replicate, Shard, distribute_tensor
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_port()}", rank=0, world_size=1)
+    try:
+        mesh = init_device_mesh("cpu", (1,))
+        net = torch.nn.Linear(3, 2)
+        with torch.no_grad():
+            net.weight.copy_(torch.arange(6.0).reshape(2, 3))
+            net.bias.copy_(torch.tensor([0.5, -0.5]))
+        state = {"w": distribute_tensor(torch.arange(8.0).reshape(4, 2), mesh, [Shard(0)]),
+                 "r": distribute_tensor(torch.arange(3), mesh, [Replicate()]), "net": net, "step": 4}
+        prefix = ckpt.save(state, tmp_path / "m.ckpt", step=4)
+        assert prefix.endswith("m.ckpt-4") and ckpt.latest(tmp_path) == prefix
+        plain = ckpt.load(prefix, flat=True)  # a non-distributed reader sees full tensors
+        assert_bitequal(plain["w"], np.arange(8.0, dtype=np.float32).reshape(4, 2), "w")
+        assert_bitequal(plain["net/weight"], np.arange(6.0, dtype=np.float32).reshape(2, 3), "net/weight")
+        into = {"w": distribute_tensor(torch.zeros(4, 2), mesh, [Shard(1)]),
+                "r": distribute_tensor(torch.zeros(3, dtype=torch.int64), mesh, [Replicate()]),
+                "net": torch.nn.Linear(3, 2), "step": 0}
+        got = ckpt.restore(prefix, into)
+        assert torch.equal(into["w"].full_tensor(), torch.arange(8.0).reshape(4, 2))
+        assert torch.equal(into["r"].full_tensor(), torch.arange(3))
+        assert torch.equal(into["net"].weight, net.weight) and torch.equal(into["net"].bias, net.bias)
+        assert got["step"] == 4
+    finally:
+        dist.destroy_process_group()
