@@ -635,7 +635,9 @@ def has_dtensor(state: Any) -> bool:
         if isinstance(node, DTensor):
             return True
         if isinstance(node, torch.nn.Module):
-            return any(isinstance(v, DTensor) for v in node.state_dict().values())
+            # Parameters first: FSDP2 / tensor parallelism turn them into DTensors (stops at the first one).
+            return any(isinstance(p, DTensor) for p in node.parameters()) or \
+                any(isinstance(b, DTensor) for b in node.buffers())
         if isinstance(node, dict):
             return any(walk(v, depth + 1) for v in node.values())
         if isinstance(node, (list, tuple)):
