@@ -217,6 +217,17 @@ def fsdp(rank: int, world: int, d: str) -> None:
             f.write(prefix)
 
 
+def disagree(rank: int, world: int, d: str) -> None:
+    """Ranks pass different steps: every rank raises an error naming both prefixes; nothing is written."""
+    try:
+        _save_step(d, 10 + rank, world)
+    except BaseException as exc:
+        with open(os.path.join(d, f"error-{rank}.txt"), "w") as f:
+            f.write(f"{type(exc).__name__}: {exc}")
+    else:
+        raise AssertionError("ranks with different steps saved")
+
+
 def main() -> None:
     scenario, rank, world, port, d = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
     _init(rank, world, port)

@@ -287,3 +287,12 @@ def test_fsdp2_adam_save_restore_continues_bit_identically(tmp_path):
     flat = ckpt.load(prefix, flat=True)  # a plain process reads the full tensors
     assert flat["model/0.weight"].shape == (8, 4) and flat["model/2.bias"].shape == (3,)
     assert any(k.startswith("optim/state/") and k.endswith("exp_avg") for k in flat)
+
+
+@pytest.mark.slow
+def test_ranks_disagreeing_on_the_step_all_raise(tmp_path):
+    run_ranks("disagree", 2, tmp_path)
+    for rank in range(2):
+        text = (tmp_path / f"error-{rank}.txt").read_text()
+        assert "disagree" in text and "m.ckpt-10" in text and "m.ckpt-11" in text
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("m.ckpt-")]

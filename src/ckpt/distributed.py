@@ -210,11 +210,17 @@ def _classes() -> dict[str, type]:
             elif not self.overwrite and os.path.lexists(index):
                 raise CheckpointError(f"a checkpoint already exists at {self.prefix} (pass overwrite=True to "
                                       "replace it)", path=self.prefix)
-            return plan
+            return dataclasses.replace(plan, storage_data=self.prefix)  # the coordinator checks ranks agree
 
         def prepare_global_plan(self, plans):
             # Every rank learns its shard number, the number of data files and the temporary-name token, so the
             # coordinator knows every rank's temporary file (a rank with nothing to write still writes an empty one).
+            prefixes = {p.storage_data for p in plans}
+            if len(prefixes) > 1:
+                ranks = {pre: [i for i, p in enumerate(plans) if p.storage_data == pre] for pre in prefixes}
+                listing = "; ".join(f"rank(s) {r}: {pre}" for pre, r in sorted(ranks.items(), key=lambda x: x[1]))
+                raise CheckpointError(f"the ranks disagree on the checkpoint (a different step?): {listing}",
+                                      path=self.prefix)
             token = os.urandom(4).hex()
             return [dataclasses.replace(p, storage_data=(i, len(plans), token)) for i, p in enumerate(plans)]
 
