@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -348,6 +349,13 @@ def save(state: Any, prefix: str | os.PathLike, *, step: int | None = None,
     prefix = local_path(prefix, what="checkpoint")  # before waiting: a URL is refused at once
     _SAVER.wait()  # at most one asynchronous save in flight; its error (if any) is raised here
     prefix = _with_step(prefix, step)
+    if "torch" in sys.modules:
+        from . import distributed
+
+        if distributed.has_dtensor(state):  # collective: every rank writes its shards (ckpt.distributed)
+            if metadata is not None or rng or num_shards != 1 or graph is not None or alignment != 1 or not blocking:
+                raise UnsupportedError("saving DTensors supports only state, prefix, step and sync so far")
+            return distributed.save_collective(state, prefix, sync=sync)
     lock_timeout = check_timeout(lock_timeout)
     with _no_gc():
         plan = _plan(state, metadata=metadata, rng=rng)
@@ -696,6 +704,15 @@ def restore(path: str | os.PathLike, into: Any, *, map: NameMap | None = None, s
 def _restore(path: str | os.PathLike, into: Any, *, map: NameMap | None, strict: bool, rng: bool,
              verify_checksums: bool, names: str) -> Any:
     path = local_path(path, what="checkpoint")
+    if "torch" in sys.modules:
+        from . import distributed
+
+        if distributed.has_dtensor(into):  # collective: every rank reads what overlaps its shards
+            if map is not None or not strict:
+                raise UnsupportedError("restoring into DTensors supports neither map nor strict=False so far")
+            from .reader import resolve_checkpoint
+
+            return distributed.restore_collective(resolve_checkpoint(path), into)
     fn, subset = _mapper(map)
     walked = tree.walk(into, restoring=True)
     if walked.problems:

@@ -45,9 +45,13 @@ def add_parser(subparsers) -> None:
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("src", help="any checkpoint ckpt reads (format detected from the content)")
     p.add_argument("dst", help="file or TensorFlow prefix to write")
-    p.add_argument("--format", "--to", choices=["tensorflow", "safetensors", "torch", "numpy"],
-                   help="destination format (default: from DST's suffix)")
+    p.add_argument("--format", "--to", choices=["tensorflow", "safetensors", "torch", "numpy", "dcp"],
+                   help="destination format (default: from DST's suffix); dcp: a torch.distributed.checkpoint "
+                        "directory (FileSystemWriter)")
     p.add_argument("--force", "-f", action="store_true", help="overwrite an existing destination")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="allow reading a torch.distributed.checkpoint directory as SRC: its .metadata file is a "
+                        "pickle, which can run code; only for checkpoints you trust")
     p.add_argument("--map", action="append", metavar="RULE",
                    help="rename: REGEX=REPLACEMENT (repeatable; the first matching rule applies; an empty result "
                         "drops the tensor), or @FILE.json holding a {source: destination} dict")
@@ -139,7 +143,29 @@ def _existing(dst: str, fmt: str) -> list[str]:
     return [dst] if os.path.exists(dst) else []
 
 
+def _run_dcp(args: argparse.Namespace) -> int | None:
+    """DCP directories (torch.distributed.checkpoint's FileSystemWriter format) in or out, or None."""
+    src_is_dcp = os.path.isfile(os.path.join(args.src, ".metadata"))
+    if not src_is_dcp and args.format != "dcp":
+        return None
+    from .. import distributed
+
+    if src_is_dcp:
+        check_destination(args.dst, "tensorflow", args.force)
+        out = distributed.dcp_to_bundle(args.src, args.dst, allow_pickle=args.allow_pickle)
+        print(f"{escape(os.fspath(args.src))} (dcp) -> {escape(out)} (tensorflow)")
+    else:
+        if os.path.exists(args.dst) and not args.force:
+            raise CheckpointError(f"{args.dst} already exists; pass --force to overwrite it", path=args.dst)
+        out = distributed.bundle_to_dcp(args.src, args.dst)
+        print(f"{escape(os.fspath(args.src))} (tensorflow) -> {escape(out)} (dcp)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    done = _run_dcp(args)
+    if done is not None:
+        return done
     try:
         name_map = parse_map(args.map)
         shard_size = parse_size(args.shard_size) if args.shard_size else None
