@@ -30,7 +30,7 @@ def _init(rank: int, world: int, port: int) -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=30))
+                            timeout=datetime.timedelta(seconds=90))  # generous: CI machines are busy
 
 
 def _dtensors(world: int, layout: str) -> dict:

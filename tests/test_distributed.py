@@ -23,7 +23,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from dist_worker import reference  # noqa: E402
 
-TIMEOUT = 120  # a hang fails the test instead of blocking the suite
+TIMEOUT = 240  # a hang fails the test instead of blocking the suite
 
 
 def _port() -> int:
