@@ -535,7 +535,8 @@ class GraphBuilder:
                     info.name = b.tensor_name
         return rewired
 
-    def _ancestors(self, name: str) -> set[str]:
+    def _ancestors(self, name: str, *, colocation: bool = False) -> set[str]:
+        """``name`` and every node it reads from (and, with ``colocation``, the nodes it is colocated with)."""
         by_name = {n.name: n for n in self._meta.graph_def.node}
         seen, stack = set(), [name]
         while stack:
@@ -543,7 +544,11 @@ class GraphBuilder:
             if current in seen or current not in by_name:
                 continue
             seen.add(current)
-            stack.extend(_op_of(i) for i in by_name[current].input)
+            node = by_name[current]
+            stack.extend(_op_of(i) for i in node.input)
+            if colocation and "_class" in node.attr:
+                stack.extend(v.decode("utf-8", "surrogateescape")[5:] for v in node.attr["_class"].list.s
+                             if v.startswith(b"loc:@"))
         return seen
 
     def rename(self, old: str, new: str) -> None:
@@ -615,7 +620,7 @@ class GraphBuilder:
         keep: set[str] = set()
         for out in outputs:
             ref = self._tensor(out, "prune")
-            keep |= self._ancestors_with_colocation(ref.op)
+            keep |= self._ancestors(ref.op, colocation=True)
         gd = self._meta.graph_def
         kept = [n for n in gd.node if n.name in keep]
         dropped = [n.name for n in gd.node if n.name not in keep]
@@ -624,21 +629,6 @@ class GraphBuilder:
         self._names = {n.name for n in kept}
         self._drop_meta_references()
         return dropped
-
-    def _ancestors_with_colocation(self, name: str) -> set[str]:
-        by_name = {n.name: n for n in self._meta.graph_def.node}
-        seen, stack = set(), [name]
-        while stack:
-            current = stack.pop()
-            if current in seen or current not in by_name:
-                continue
-            seen.add(current)
-            node = by_name[current]
-            stack.extend(_op_of(i) for i in node.input)
-            if "_class" in node.attr:
-                stack.extend(v.decode("utf-8", "surrogateescape")[5:] for v in node.attr["_class"].list.s
-                             if v.startswith(b"loc:@"))
-        return seen
 
     def _drop_meta_references(self) -> None:
         def alive(raw: str) -> bool:
