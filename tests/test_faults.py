@@ -249,7 +249,7 @@ def _files(directory: Path) -> dict[str, bytes]:
 
 
 def test_parallel_shard_writes_match_sequential_ones(tmp_path, monkeypatch):
-    import ckpt.format.bundle as bundle
+    import ckpt.tf.bundle as bundle
 
     state = _sharded_state(0)
     calls = []
@@ -277,7 +277,7 @@ def test_parallel_shard_writes_match_sequential_ones(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("code", FAULT_ERRNOS)
 def test_parallel_shard_writes_fail_cleanly_at_every_write(code, tmp_path, monkeypatch):
-    import ckpt.format.bundle as bundle
+    import ckpt.tf.bundle as bundle
 
     monkeypatch.setattr(bundle.os, "cpu_count", lambda: 4)
     directory = tmp_path / "d"

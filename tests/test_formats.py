@@ -84,7 +84,7 @@ def test_destination_format_from_suffix():
 
 
 def test_importing_formats_imports_no_framework():
-    code = ("import sys, ckpt, ckpt.formats, ckpt.formats.safetensors, ckpt.formats.numpy, ckpt.formats.bundle\n"
+    code = ("import sys, ckpt, ckpt.formats, ckpt.formats.safetensors, ckpt.formats.numpy, ckpt.formats.tensorflow\n"
             "import numpy as np\n"
             "ckpt.formats.safetensors.write(sys.argv[1], [('a', np.ones(2))], sync=False)\n"
             "ckpt.Reader(sys.argv[1])['a']\n"
@@ -447,8 +447,8 @@ def test_clean_names_without_object_graph_are_the_raw_names():
 
 
 def test_clean_name_collisions_keep_raw_keys():
-    from ckpt.format.object_graph import clean_names
-    from ckpt.format.protos import trackable_object_graph_pb2 as pb
+    from ckpt.tf.object_graph import clean_names
+    from ckpt.tf.protos import trackable_object_graph_pb2 as pb
 
     graph = pb.TrackableObjectGraph()
     root, a, b = graph.nodes.add(), graph.nodes.add(), graph.nodes.add()

@@ -19,9 +19,9 @@ import ckpt
 import ckpt.graph as G
 from ckpt.cli.main import main
 from ckpt.errors import CheckpointNotFoundError, CorruptCheckpointError, OperationNotFoundError, StateMismatchError
-from ckpt.format import events as events_format
-from ckpt.format.protos import graph_pb2, tensor_pb2
-from ckpt.format.tensor_proto import make_ndarray, make_tensor_proto
+from ckpt.tf import events as events_format
+from ckpt.tf.protos import graph_pb2, tensor_pb2
+from ckpt.tf.tensor_proto import make_ndarray, make_tensor_proto
 
 DATA = pathlib.Path(__file__).parent / "data"
 GRAPHS = DATA / "graphs"

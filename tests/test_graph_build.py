@@ -10,7 +10,7 @@ import pytest
 
 import ckpt
 import ckpt.graph as G
-from ckpt.format.protos import meta_graph_pb2, variable_pb2
+from ckpt.tf.protos import meta_graph_pb2, variable_pb2
 
 
 def _small() -> G.GraphBuilder:

@@ -23,13 +23,13 @@ import pytest
 import ckpt
 from ckpt.errors import (CheckpointError, CheckpointNotFoundError, ChecksumMismatchError, CorruptCheckpointError,
                          UnsupportedError)
-from ckpt.format import bundle, table
-from ckpt.format._crc import crc32c, mask
-from ckpt.format._varint import encode_varint
-from ckpt.format.bundle import BundleWriter, encode_strings
-from ckpt.format.protos import tensor_bundle_pb2
-from ckpt.format.slices import encode_slice_key
-from ckpt.format.table import FOOTER_SIZE, MAGIC, TableWriter
+from ckpt.tf import bundle, table
+from ckpt.tf._crc import crc32c, mask
+from ckpt.tf._varint import encode_varint
+from ckpt.tf.bundle import BundleWriter, encode_strings
+from ckpt.tf.protos import tensor_bundle_pb2
+from ckpt.tf.slices import encode_slice_key
+from ckpt.tf.table import FOOTER_SIZE, MAGIC, TableWriter
 from counting import LinesRun
 
 DATA = Path(__file__).parent / "data"
@@ -707,7 +707,7 @@ class TestDataFiles:
 
 def big_endian_bundle(prefix: Path, arrays: dict[str, np.ndarray]) -> Path:
     """A bundle as a big-endian TensorFlow host writes it: header endianness BIG, elements and lengths big-endian."""
-    from ckpt.format import dtypes as dt
+    from ckpt.tf import dtypes as dt
 
     data = bytearray()
     entries = {}

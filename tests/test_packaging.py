@@ -28,7 +28,7 @@ CORE_DEPS = ["numpy", "protobuf", "crc32c", "ml_dtypes"]
 # bfloat16/float8/int4 tensors, the graph package and its protobuf modules, the other file formats' libraries, and
 # crc32c, whose package imports importlib.metadata).
 HEAVY = ["ml_dtypes", "crc32c", "torch", "jax", "tensorflow", "keras", "safetensors", "h5py", "ckpt.graph", "ckpt._convert",
-         "ckpt.format.protos.graph_pb2", "ckpt.format.protos.meta_graph_pb2", "ckpt.format.protos.event_pb2"]
+         "ckpt.tf.protos.graph_pb2", "ckpt.tf.protos.meta_graph_pb2", "ckpt.tf.protos.event_pb2"]
 
 
 def _fresh_modules(code: str) -> list[str]:
@@ -43,8 +43,8 @@ def _fresh_modules(code: str) -> list[str]:
 def test_import_ckpt_loads_no_framework_and_no_ml_dtypes():
     loaded = _fresh_modules("import ckpt")
     assert [m for m in HEAVY if m in loaded] == []
-    # Only the protobuf modules a save or restore needs, out of the 27 in ckpt.format.protos.
-    protos = [m for m in loaded if m.startswith("ckpt.format.protos.")]
+    # Only the protobuf modules a save or restore needs, out of the 27 in ckpt.tf.protos.
+    protos = [m for m in loaded if m.startswith("ckpt.tf.protos.")]
     assert len(protos) <= 8, protos
 
 
@@ -77,7 +77,7 @@ def test_ml_dtypes_itemsizes_match_the_table():
     import ml_dtypes
     import numpy as np
 
-    from ckpt.format import dtypes
+    from ckpt.tf import dtypes
 
     narrow = [d for d in dtypes.DTYPES if isinstance(d.storage, str)]
     assert len(narrow) == 11
@@ -115,8 +115,8 @@ def test_wheel_and_sdist_build_install_and_run(own_tmp):
     assert len(wheels) == 1 and len(sdists) == 1, sorted(p.name for p in dist.iterdir())
 
     names = zipfile.ZipFile(wheels[0]).namelist()
-    for needed in ("ckpt/py.typed", "ckpt/format/protos/tensor_bundle.proto",
-                   "ckpt/format/protos/tensor_bundle_pb2.py", "ckpt/cli/main.py"):
+    for needed in ("ckpt/py.typed", "ckpt/tf/protos/tensor_bundle.proto",
+                   "ckpt/tf/protos/tensor_bundle_pb2.py", "ckpt/cli/main.py"):
         assert needed in names, needed
     assert not [n for n in names if n.startswith("tests/")]
     with tarfile.open(sdists[0]) as tar:

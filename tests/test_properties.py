@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import ckpt
-from ckpt.format._crc import crc32c, mask, unmask
-from ckpt.format._varint import VarintError, decode_varint, encode_varint
-from ckpt.format.bundle import BundleReader, BundleWriter, encode_strings
-from ckpt.format.slices import _num_increasing, _signed_num_increasing, _string, encode_slice_key
-from ckpt.format.table import BLOCK_SIZE, TableReader, TableWriter, _short_successor, _shortest_separator
+from ckpt.tf._crc import crc32c, mask, unmask
+from ckpt.tf._varint import VarintError, decode_varint, encode_varint
+from ckpt.tf.bundle import BundleReader, BundleWriter, encode_strings
+from ckpt.tf.slices import _num_increasing, _signed_num_increasing, _string, encode_slice_key
+from ckpt.tf.table import BLOCK_SIZE, TableReader, TableWriter, _short_successor, _shortest_separator
 
 DATA = Path(__file__).parent / "data"
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

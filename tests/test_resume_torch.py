@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent('''
     import numpy as np
     import torch
     import ckpt
-    import ckpt.format.bundle as bundle
+    import ckpt.tf.bundle as bundle
 
     directory, total = sys.argv[1], int(sys.argv[2])
     die_on = os.environ.get("DIE_ON")  # "write:N" or "replace:N": SIGKILL ourselves inside a save

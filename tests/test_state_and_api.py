@@ -17,9 +17,9 @@ from google.protobuf import text_format
 import ckpt
 from ckpt.errors import (CheckpointError, CheckpointNotFoundError, ChecksumMismatchError, CorruptCheckpointError,
                          InvalidStateError)
-from ckpt.format import bundle as bundle_mod
-from ckpt.format.protos import checkpoint_state_pb2
-from ckpt.format.state_file import CheckpointState, read_state, write_state
+from ckpt.tf import bundle as bundle_mod
+from ckpt.tf.protos import checkpoint_state_pb2
+from ckpt.tf.state_file import CheckpointState, read_state, write_state
 
 DATA = Path(__file__).parent / "data"
 

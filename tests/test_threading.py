@@ -23,7 +23,7 @@ import pytest
 import ckpt
 from ckpt import _seam
 from ckpt.errors import ChecksumMismatchError
-from ckpt.format.bundle import _READ_CHUNK, BundleReader, data_filename
+from ckpt.tf.bundle import _READ_CHUNK, BundleReader, data_filename
 
 PIECE = _READ_CHUNK  # bytes per preadv piece on restore
 

@@ -24,7 +24,7 @@ import pytest
 import ckpt
 from ckpt.cli.main import main
 from ckpt.errors import CorruptCheckpointError, CorruptCheckpointWarning
-from ckpt.format.bundle import BundleReader, BundleWriter
+from ckpt.tf.bundle import BundleReader, BundleWriter
 from ckpt.verify import Problem
 
 DATA = Path(__file__).parent / "data"

@@ -22,7 +22,7 @@ from .errors import (CheckpointError, CheckpointNotFoundError, ChecksumMismatchE
                      CorruptCheckpointError, CorruptCheckpointWarning, DownloadError, DTypeNotSupportedError,
                      FeedError, InvalidStateError, LockTimeoutError, OperationNotFoundError, StateMismatchError,
                      UnsafeArchiveError, UnsupportedError, UnsupportedOperationsError)
-from .format.state_file import latest as _latest
+from .tf.state_file import latest as _latest
 from .manager import Manager
 from .policies import (CheckpointInfo, KeepAny, KeepBest, KeepEveryNHours, KeepEveryNSteps, KeepLast, SaveAny,
                        SaveEveryNSeconds, SaveEveryNSteps)

@@ -33,8 +33,8 @@ from ._lock import DirectoryLock, check_timeout
 from ._paths import local_path
 from .errors import (CheckpointError, CorruptCheckpointError, InvalidStateError, StateMismatchError,
                      UnsupportedError)
-from .format.bundle import BundleWriter, data_filename, index_filename
-from .format.state_file import STATE_FILENAME, CheckpointState, read_state, resolve, write_state
+from .tf.bundle import BundleWriter, data_filename, index_filename
+from .tf.state_file import STATE_FILENAME, CheckpointState, read_state, resolve, write_state
 from .reader import METADATA_KEY, Reader
 
 __all__ = ["save", "load", "restore", "RestoreReport", "NameMap", "flatten", "write_checkpoint", "wait",

@@ -31,7 +31,7 @@ import numpy as np
 
 from .adapters import framework_of, get_adapter, prescan
 from .errors import DTypeNotSupportedError
-from .format import dtypes as _dtypes
+from .tf import dtypes as _dtypes
 
 __all__ = ["Leaf", "Group", "GroupPlan", "JsonValue", "Walk", "walk", "rebuild", "iter_spec_leaves", "find_spec",
            "is_stateful", "stateful", "to_framework", "encode_key", "decode_key", "key_name"]

@@ -24,8 +24,8 @@ from ._lock import LOCK_FILENAME
 from ._paths import local_path
 from .api import TEMPORARY_RE
 from .errors import CheckpointError, CheckpointNotFoundError
-from .format.bundle import BundleReader, check_bundle, index_filename
-from .format.state_file import STATE_FILENAME, read_state, resolve
+from .tf.bundle import BundleReader, check_bundle, index_filename
+from .tf.state_file import STATE_FILENAME, read_state, resolve
 from .manager import RECORD_SUFFIX, read_record
 from .reader import METADATA_KEY, resolve_checkpoint
 

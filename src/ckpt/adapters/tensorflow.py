@@ -45,7 +45,7 @@ import numpy as np
 import tensorflow as tf
 
 from ..errors import DTypeNotSupportedError
-from ..format import dtypes as _dtypes
+from ..tf import dtypes as _dtypes
 from ..tree import Context, Group, GroupPlan, Leaf, join
 
 __all__ = ["walk", "prescan", "variable_leaf", "numpy_dtype"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..format.protos import attr_value_pb2
-from ..format.tensor_proto import MAX_TENSOR_BYTES, dtype_name, make_ndarray, shape_from_proto, tensor_proto_summary
+from ..tf.protos import attr_value_pb2
+from ..tf.tensor_proto import MAX_TENSOR_BYTES, dtype_name, make_ndarray, shape_from_proto, tensor_proto_summary
 
 __all__ = ["Func", "AttrPlaceholder", "decode_attr", "attr_summary"]
 
