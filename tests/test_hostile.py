@@ -23,7 +23,7 @@ import pytest
 import ckpt
 from ckpt.errors import (CheckpointError, CheckpointNotFoundError, ChecksumMismatchError, CorruptCheckpointError,
                          UnsupportedError)
-from ckpt.tf import bundle, table
+from ckpt.tf import bundle, bundle_reader, table
 from ckpt.tf._crc import crc32c, mask
 from ckpt.tf._varint import encode_varint
 from ckpt.tf.bundle import BundleWriter, encode_strings
@@ -922,7 +922,7 @@ def test_fuzz_golden_files_only_raise_checkpoint_errors(tmp_path, monkeypatch):
 
     monkeypatch.setattr(table.TableReader, "_decode_entry", counting_decode)
     monkeypatch.setattr(table, "crc32c", counting_crc)
-    monkeypatch.setattr(bundle, "crc32c", counting_crc)
+    monkeypatch.setattr(bundle_reader, "crc32c", counting_crc)
     rng = random.Random(20240601)
     targets = []  # (prefix, file, original bytes)
     for name in GOLDEN_DIRS:
