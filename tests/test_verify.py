@@ -25,7 +25,7 @@ import ckpt
 from ckpt.cli.main import main
 from ckpt.errors import CorruptCheckpointError, CorruptCheckpointWarning
 from ckpt.tf.bundle import BundleReader, BundleWriter
-from ckpt.verify import Problem
+from ckpt._verify import Problem
 
 DATA = Path(__file__).parent / "data"
 

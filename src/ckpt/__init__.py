@@ -27,7 +27,7 @@ from .manager import Manager
 from .policies import (CheckpointInfo, KeepAny, KeepBest, KeepEveryNHours, KeepEveryNSteps, KeepLast, SaveAny,
                        SaveEveryNSeconds, SaveEveryNSteps)
 from .reader import Reader
-from .verify import VerifyReport, verify
+from ._verify import VerifyReport, verify
 
 if TYPE_CHECKING:  # imported on first use below; listed here for type checkers and IDEs
     from . import graph

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..verify import verify
+from .._verify import verify
 from ._output import escape, human_bytes, print_json
 
 EXAMPLES = """examples:
