@@ -135,7 +135,7 @@ def test_mismatch_is_reported_before_anything_changes(tmp_path):
     prefix = ckpt.save({"model": net}, tmp_path / "m")
     other = Net(hidden=6)
     before = {k: v.clone() for k, v in other.state_dict().items()}
-    with pytest.raises(ckpt.StateMismatchError) as info:
+    with pytest.raises(ckpt.errors.StateMismatchError) as info:
         ckpt.restore(prefix, {"model": other})
     message = str(info.value)
     assert "mismatched" in message and "model/fc1/weight" in message and "nothing was changed" in message
@@ -146,7 +146,7 @@ def test_mismatch_is_reported_before_anything_changes(tmp_path):
 def test_missing_and_unexpected_listed_with_hint(tmp_path):
     net, _, _ = _trained()
     prefix = ckpt.save({"model": net}, tmp_path / "n")
-    with pytest.raises(ckpt.StateMismatchError) as info:
+    with pytest.raises(ckpt.errors.StateMismatchError) as info:
         ckpt.restore(prefix, {"net": Net()})
     err = info.value
     assert "net/fc1/weight" in err.missing and "model/fc1/weight" in err.unexpected
@@ -215,7 +215,7 @@ def test_containers_rebuild_on_load(tmp_path):
 
 
 def test_unsupported_values_are_all_reported(tmp_path):
-    with pytest.raises(ckpt.InvalidStateError) as info:
+    with pytest.raises(ckpt.errors.InvalidStateError) as info:
         ckpt.save({"a": torch.ones(2).to_sparse(), "b": object(), "c": {1, 2}}, tmp_path / "bad")
     message = str(info.value)
     assert "3 problem" in message and "'a'" in message and "'b'" in message and "'c'" in message

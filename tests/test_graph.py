@@ -394,7 +394,7 @@ def test_events_file_framing_round_trip(tmp_path):
     assert again != path  # never overwrites
     data = bytearray(path.read_bytes())
     data[20] ^= 1
-    with pytest.raises(ckpt.ChecksumMismatchError):
+    with pytest.raises(ckpt.errors.ChecksumMismatchError):
         list(events_format.read_records(bytes(data)))
     # The TF-written samples re-frame byte for byte.
     raw = (GRAPHS / "tf1.events").read_bytes()

@@ -1007,7 +1007,7 @@ def test_many_long_names_span_several_index_blocks(tmp_path):
 
 
 def test_leading_nul_name_is_rejected_at_save(tmp_path):
-    with pytest.raises(ckpt.InvalidStateError, match="must not start with a NUL byte"):
+    with pytest.raises(ckpt.errors.InvalidStateError, match="must not start with a NUL byte"):
         ckpt.save({"\x00w": np.float32(1)}, tmp_path / "ck", sync=False)
     assert list(tmp_path.iterdir()) == []
 

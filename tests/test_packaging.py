@@ -150,3 +150,15 @@ def test_wheel_and_sdist_build_install_and_run(own_tmp):
     inspect = subprocess.run([str(venv / "bin" / "ckpt"), "inspect", "out"], capture_output=True, text=True,
                              env=env, cwd=tmp_path, timeout=120)
     assert inspect.returncode == 0 and "w" in inspect.stdout, inspect.stdout + inspect.stderr
+
+
+def test_public_surface_keeps_only_the_errors_a_user_catches():
+    import ckpt.errors
+
+    exported = {name for name in ckpt.__all__ if name.endswith(("Error", "Warning"))}
+    assert exported == {"CheckpointError", "CheckpointNotFoundError", "CorruptCheckpointError", "UnsupportedError"}
+    assert not hasattr(ckpt, "CkptError") and not hasattr(ckpt.errors, "CkptError")
+    for name in ckpt.errors.__all__:  # every error is in ckpt.errors and derives from the base (the warning aside)
+        value = getattr(ckpt.errors, name)
+        assert issubclass(value, ckpt.CheckpointError) or issubclass(value, Warning), name
+    assert callable(ckpt.verify) and ckpt.verify.__module__ == "ckpt._verify"  # the function, no module behind it
