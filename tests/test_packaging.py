@@ -162,3 +162,15 @@ def test_public_surface_keeps_only_the_errors_a_user_catches():
         value = getattr(ckpt.errors, name)
         assert issubclass(value, ckpt.CheckpointError) or issubclass(value, Warning), name
     assert callable(ckpt.verify) and ckpt.verify.__module__ == "ckpt._verify"  # the function, no module behind it
+
+
+def test_format_citations_name_sections_of_docs_format_md():
+    root = pathlib.Path(__file__).resolve().parent.parent
+    headings = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)[. ]", (root / "docs" / "format.md").read_text(), re.M))
+    cited = set()
+    for path in list((root / "src").rglob("*.py")) + list((root / "tests").glob("*.py")):
+        text = " ".join(path.read_text(encoding="utf-8").split())  # citations may wrap across lines (and "# ")
+        text = text.replace(" # ", " ")
+        for first, last in re.findall(r"docs/format\.md sections? (\d+(?:\.\d+)?)(?: to (\d+(?:\.\d+)?))?", text):
+            cited |= {first} | ({last} if last else set())
+    assert cited and cited <= headings, sorted(cited - headings)

@@ -1,4 +1,4 @@
-"""Freezing: a graph plus a checkpoint become one self-contained GraphDef (spec section 6).
+"""Freezing: a graph plus a checkpoint become one self-contained GraphDef (docs/format.md section 6).
 
 This is TensorFlow's ``convert_variables_to_constants`` (``_SessionConverterData`` +
 ``_replace_variables_by_constants``) without a session: the values come from the checkpoint through

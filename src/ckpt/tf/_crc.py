@@ -1,4 +1,4 @@
-"""CRC32C (Castagnoli) and TensorFlow's CRC masking (spec section 0).
+"""CRC32C (Castagnoli) and TensorFlow's CRC masking (docs/format.md section 0).
 
 The CRC itself comes from the C-accelerated ``crc32c`` package, which accepts any contiguous buffer (bytes,
 memoryview, NumPy array) and releases the GIL on large inputs.

@@ -1,4 +1,4 @@
-"""Unsigned LEB128 varints as LevelDB tables and TensorFlow string tensors use them (spec section 0)."""
+"""Unsigned LEB128 varints as LevelDB tables and TensorFlow string tensors use them (docs/format.md section 0)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TensorFlow's checkpoint V2 "tensor bundle": ``PREFIX.index`` + ``PREFIX.data-SSSSS-of-NNNNN`` (spec 1.4 to 2.6).
+"""TensorFlow's checkpoint V2 "tensor bundle": ``PREFIX.index`` + ``PREFIX.data-SSSSS-of-NNNNN``
+(docs/format.md sections 1.4 to 2.6).
 
 The public face of the bundle codec: reading is in :mod:`ckpt.tf.bundle_reader`, writing in
 :mod:`ckpt.tf.bundle_writer` (its threads and per-file buffers in ``ckpt.tf._write_workers``).

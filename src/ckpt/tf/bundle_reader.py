@@ -1,5 +1,5 @@
-"""Reading TensorFlow's checkpoint V2 "tensor bundle": ``PREFIX.index`` + ``PREFIX.data-SSSSS-of-NNNNN`` (spec 1.4 to
-2.6). The public face is :mod:`ckpt.tf.bundle`.
+"""Reading TensorFlow's checkpoint V2 "tensor bundle": ``PREFIX.index`` + ``PREFIX.data-SSSSS-of-NNNNN``
+(docs/format.md sections 1.4 to 2.6). The public face is :mod:`ckpt.tf.bundle`.
 
 The index maps each tensor name to a ``BundleEntryProto`` (dtype, shape, shard, offset, size, masked CRC32C); the
 data files hold the raw payloads. Everything read from a file is checked before it is trusted: sizes against shape
@@ -684,7 +684,7 @@ def _byteswapped(array: np.ndarray) -> np.ndarray:
 
 
 def _fixed_lengths(lengths: Sequence[int], order: str = "<") -> bytes:
-    """String lengths as fixed-width integers: the input of the length checksum (spec 2.2)."""
+    """String lengths as fixed-width integers: the input of the length checksum (docs/format.md section 2.2)."""
     if all(n <= 0xFFFFFFFF for n in lengths):
         return np.asarray(lengths, dtype=f"{order}u4").tobytes()
     return b"".join(struct.pack(f"{order}Q" if n > 0xFFFFFFFF else f"{order}I", n) for n in lengths)

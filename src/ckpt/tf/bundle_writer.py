@@ -1,4 +1,5 @@
-"""Writing TensorFlow's checkpoint V2 "tensor bundle" (spec 1.4 to 2.6). The public face is :mod:`ckpt.tf.bundle`.
+"""Writing TensorFlow's checkpoint V2 "tensor bundle" (docs/format.md sections 1.4 to 2.6). The public face is
+:mod:`ckpt.tf.bundle`.
 
 Writing is crash-safe at the level of one bundle: data and index go to temporary names, are fsync'd, and are renamed
 into place data first and index last, so a ``.index`` file only ever appears next to complete data; then the
@@ -45,7 +46,7 @@ def _as_bytes(value) -> bytes:
 
 
 def encode_strings(array: np.ndarray) -> tuple[bytes, int]:
-    """The data-file payload of a string tensor and its unmasked CRC32C (spec 2.2)."""
+    """The data-file payload of a string tensor and its unmasked CRC32C (docs/format.md section 2.2)."""
     items = [_as_bytes(v) for v in array.reshape(-1).tolist()]
     lengths = [len(b) for b in items]
     len_crc = crc32c(_fixed_lengths(lengths))

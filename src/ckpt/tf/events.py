@@ -1,4 +1,4 @@
-"""TFRecord framing and TensorBoard events files (spec section 7).
+"""TFRecord framing and TensorBoard events files (docs/format.md section 7).
 
 A record is ``uint64 length | uint32 masked_crc32c(length bytes) | data | uint32 masked_crc32c(data)``, all
 little-endian; an events file is a sequence of records, each a serialized ``Event``, the first one carrying

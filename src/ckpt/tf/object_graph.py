@@ -1,4 +1,5 @@
-"""Readable names for TensorFlow 2 object-based checkpoints, from their ``_CHECKPOINTABLE_OBJECT_GRAPH`` (spec 4.2).
+"""Readable names for TensorFlow 2 object-based checkpoints, from their ``_CHECKPOINTABLE_OBJECT_GRAPH``
+(docs/format.md section 4.2).
 
 A TF2 bundle key spells out the object path plus TensorFlow's key grammar::
 

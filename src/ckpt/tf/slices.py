@@ -1,4 +1,4 @@
-"""Keys of partitioned-variable slices: TensorFlow's OrderedCode encoding (spec section 2.6).
+"""Keys of partitioned-variable slices: TensorFlow's OrderedCode encoding (docs/format.md section 2.6).
 
 A slice of ``name`` is stored under ``0x00 ‖ WriteString(name) ‖ WriteNumIncreasing(rank) ‖ (start, length)*``,
 each number written with ``WriteSignedNumIncreasing``; a length of -1 means "the whole dimension". Every slice key

@@ -1,4 +1,4 @@
-"""The ``checkpoint`` state file and finding the newest complete checkpoint in a directory (spec section 3).
+"""The ``checkpoint`` state file and finding the newest complete checkpoint in a directory (docs/format.md section 3).
 
 The file is a text-format ``CheckpointState``. ckpt writes it atomically (temporary file, fsync, rename) with
 paths relative to the directory, so a directory can be moved or copied. When reading, a relative path is joined

@@ -1,4 +1,4 @@
-"""The `.index` file: a LevelDB-style immutable sorted table (spec section 1.1 to 1.3).
+"""The `.index` file: a LevelDB-style immutable sorted table (docs/format.md sections 1.1 to 1.3).
 
 Layout::
 
@@ -38,7 +38,7 @@ _U32 = struct.Struct("<I")
 
 
 class _BlockBuilder:
-    """Builds one block: prefix-compressed entries, then the restart array (spec 1.2)."""
+    """Builds one block: prefix-compressed entries, then the restart array (docs/format.md section 1.2)."""
 
     __slots__ = ("restart_interval", "buf", "restarts", "counter", "last_key")
 

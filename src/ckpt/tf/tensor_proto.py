@@ -1,4 +1,5 @@
-"""TensorProto <-> NumPy, exactly as TensorFlow's ``make_tensor_proto`` and ``MakeNdarray`` do it (spec section 5).
+"""TensorProto <-> NumPy, exactly as TensorFlow's ``make_tensor_proto`` and ``MakeNdarray`` do it
+(docs/format.md section 5).
 
 Writing: a tensor of more than one element whose dtype is in the "content" set is stored as raw little-endian
 ``tensor_content``; everything else (scalars, one-element tensors, bool, complex, strings, uint16, the 2- and 4-bit
