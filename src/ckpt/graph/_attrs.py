@@ -98,9 +98,11 @@ def _func(value, where: str) -> Func:
     return Func(value.name, {k: decode_attr(v, where=f"{where}/{k}") for k, v in sorted(value.attr.items())})
 
 
-def _shape_text(shape) -> str:
+def _shape_text(shape, unknown: str = "<unknown>") -> str:
+    """``[2, ?, 3]`` for a shape whose unknown dimensions are None; ``unknown`` when the rank is unknown (None).
+    The one spelling of a shape in listings, messages and the HTML viewer."""
     if shape is None:
-        return "<unknown>"
+        return unknown
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 

@@ -49,7 +49,7 @@ from torch import nn
 from ...errors import (CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, FeedError,
                       OperationNotFoundError, StateMismatchError, UnsupportedOperationsError)
 from ...tf.tensor_proto import shape_from_proto
-from .._attrs import decode_attr
+from .._attrs import _shape_text, decode_attr
 from .._model import PLACEHOLDER_OPS, VARIABLE_OPS, Graph, parse_input, saver_scopes_of
 from .._opdefs import output_arg_names
 from .ops import CHECKS, KERNELS, MULTI_OUTPUT, OUTPUT_ARGS, _created, as_tensor, torch_dtype
@@ -609,12 +609,6 @@ class _Runtime:
                 for a in args]
         out = KERNELS[t](node, args, self)
         return out if t in MULTI_OUTPUT else [out]
-
-
-def _shape_text(shape) -> str:
-    if shape is None:
-        return "<unknown>"
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 # ----------------------------------------------------------------------------------------------- names
