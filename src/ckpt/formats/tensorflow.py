@@ -9,7 +9,6 @@ the clean names of TensorFlow 2 object-based checkpoints (``names="clean"``). Wr
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DTypeNotSupportedError, InvalidStateError, UnsupportedError
+from .. import _json
+from ..errors import DTypeNotSupportedError, UnsupportedError
 from ..tf import dtypes as _dtypes
 from ..tf.bundle import BundleWriter
 from ..tf.slices import is_slice_key
@@ -25,7 +25,6 @@ from ..tf.slices import is_slice_key
 __all__ = ["open", "write", "check"]
 
 _WRITABLE = {d.name for d in _dtypes.DTYPES if d.native and d.numpy is not None}
-RECORD_FORMAT = 1
 
 
 def check(name: str, dtype: str) -> str | None:
@@ -65,12 +64,7 @@ def write(path: str | os.PathLike, tensors: Iterable[tuple[str, np.ndarray]], *,
         raise UnsupportedError("sharding (--shard-size) is only supported for safetensors destinations")
     prefix = os.fspath(path)
     os.makedirs(os.path.dirname(prefix) or ".", exist_ok=True)
-    encoded = None
-    if metadata:
-        try:
-            encoded = json.dumps({"user": dict(metadata), "format": RECORD_FORMAT}, sort_keys=True).encode("utf-8")
-        except (TypeError, ValueError) as exc:
-            raise InvalidStateError(f"metadata must be JSON-serialisable: {exc}") from None
+    encoded = _json.encode_record({"user": dict(metadata)}) if metadata else None
     with BundleWriter(prefix, sync=sync) as writer:
         for name, value in tensors:
             array = np.asarray(value)
