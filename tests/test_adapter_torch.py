@@ -245,3 +245,16 @@ def test_import_ckpt_does_not_import_torch():
     code = "import sys, ckpt; print(sorted(m for m in ('torch', 'jax', 'tensorflow') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("order", [("fc", "fc.weight"), ("fc.weight", "fc")])
+def test_a_name_that_is_both_a_tensor_and_a_scope_is_refused(tmp_path, order):
+    torch = pytest.importorskip("torch")
+
+    class Odd(torch.nn.Module):  # a hand-written state_dict with "fc" and "fc.weight" (nn.Module never makes one)
+        def state_dict(self, *args, **kwargs):
+            return collections.OrderedDict((name, torch.ones(2)) for name in order)
+
+    with pytest.raises(ckpt.errors.InvalidStateError, match="'fc' is both a tensor and a scope"):
+        ckpt.save(Odd(), tmp_path / "ck")
+    assert not list(tmp_path.iterdir())  # refused before anything was written
