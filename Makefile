@@ -55,7 +55,7 @@ $(COMPAT_STAMP): pyproject.toml
 compat: $(COMPAT_STAMP)
 	$(COMPAT_PY) -m pytest -p no:cacheprovider -o addopts="-ra --strict-markers" tests/compat $(TEST_ARGS)
 
-# Regenerate src/ckpt/format/protos/*_pb2.py from the .proto files beside them. protoc 21.x (grpcio-tools 1.51)
+# Regenerate src/ckpt/tf/protos/*_pb2.py from the .proto files beside them. protoc 21.x (grpcio-tools 1.51)
 # writes modules without a runtime version check, which every protobuf runtime from 4.21.6 to 7.x loads; newer
 # protoc releases pin the runtime to their own major version. Its own venv keeps its protobuf out of .venv.
 PROTOC_VENV ?= .venv-protoc
@@ -64,7 +64,7 @@ GRPC_TOOLS := grpcio-tools==1.51.3
 protos:
 	test -x $(PROTOC_VENV)/bin/python || $(PYTHON) -m venv $(PROTOC_VENV)
 	$(PROTOC_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(GRPC_TOOLS)
-	cd src && ../$(PROTOC_VENV)/bin/python -m grpc_tools.protoc -I . --python_out=. ckpt/format/protos/*.proto
+	cd src && ../$(PROTOC_VENV)/bin/python -m grpc_tools.protoc -I . --python_out=. ckpt/tf/protos/*.proto
 
 clean:
 	rm -rf $(VENV) $(COMPAT_VENV) $(PROTOC_VENV) build dist src/*.egg-info .pytest_cache .hypothesis

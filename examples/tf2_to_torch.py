@@ -50,7 +50,7 @@ def tf_layout(name: str, torch_shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def restore_into_torch(checkpoint: str | os.PathLike, module) -> None:
     """Restore a TF2 (Keras) checkpoint into ``module`` (a ``torch.nn.Module`` with Linear layers named like the
-    Keras layers). Raises ``ckpt.StateMismatchError`` listing every name or shape that does not line up."""
+    Keras layers). Raises ``ckpt.errors.StateMismatchError`` listing every name or shape that does not line up."""
     import torch
 
     state = module.state_dict()

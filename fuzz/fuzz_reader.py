@@ -41,9 +41,9 @@ with atheris.instrument_imports(include=["ckpt"]):
 
     import ckpt
     from ckpt.errors import CheckpointError
-    from ckpt.format.bundle import BundleReader, BundleWriter
-    from ckpt.format.protos import tensor_bundle_pb2
-    from ckpt.format.table import TableWriter
+    from ckpt.tf.bundle import BundleReader, BundleWriter
+    from ckpt.tf.protos import tensor_bundle_pb2
+    from ckpt.tf.table import TableWriter
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     import fuzz_formats_child

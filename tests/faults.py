@@ -38,7 +38,7 @@ import numpy as np
 
 import ckpt
 from ckpt import _fs
-from ckpt.format import bundle as _bundle
+from ckpt.tf import bundle_writer as _bundle
 from ckpt.errors import CorruptCheckpointWarning
 
 FAULT_ERRNOS = (errno.ENOSPC, errno.EIO, errno.EACCES)

@@ -157,7 +157,7 @@ def test_typed_and_legacy_keys_restore_into_each_other(tmp_path):
 
 def test_key_implementations_with_different_sizes_do_not_mix(tmp_path):
     prefix = ckpt.save({"key": jax.random.key(0, impl="threefry2x32")}, tmp_path / "keys")
-    with pytest.raises(ckpt.StateMismatchError, match="key"):
+    with pytest.raises(ckpt.errors.StateMismatchError, match="key"):
         ckpt.restore(prefix, {"key": jax.random.key(0, impl="rbg")})
 
 
@@ -220,7 +220,7 @@ def test_mismatched_shape_raises_before_anything_changes(tmp_path):
     prefix = ckpt.save({"w": jnp.ones((2, 3)), "b": jnp.ones(3), "host": np.ones(3, np.float32)}, tmp_path / "c")
     host = np.zeros(3, np.float32)  # NumPy leaves are written in place, so a partial restore would show here
     target = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(3), "host": host}
-    with pytest.raises(ckpt.StateMismatchError) as err:
+    with pytest.raises(ckpt.errors.StateMismatchError) as err:
         ckpt.restore(prefix, target)
     assert "w: checkpoint float32[2, 3], state float32[3, 2]" in str(err.value)
     assert err.value.mismatched and not err.value.missing
@@ -230,7 +230,7 @@ def test_mismatched_shape_raises_before_anything_changes(tmp_path):
 
 def test_mismatched_dtype_and_missing_names_are_all_listed(tmp_path):
     prefix = ckpt.save({"w": jnp.ones(3, jnp.float32), "extra": jnp.ones(1)}, tmp_path / "c")
-    with pytest.raises(ckpt.StateMismatchError) as err:
+    with pytest.raises(ckpt.errors.StateMismatchError) as err:
         ckpt.restore(prefix, {"w": jnp.zeros(3, jnp.bfloat16), "absent": jnp.zeros(1)})
     assert err.value.missing == ["absent"] and err.value.unexpected == ["extra"]
     assert "w: checkpoint float32[3], state bfloat16[3]" in str(err.value)
@@ -274,16 +274,16 @@ def test_shape_dtype_struct_placement_and_weak_type(tmp_path):
 
 def test_shape_dtype_struct_with_wrong_shape_is_a_mismatch(tmp_path):
     prefix = ckpt.save({"x": jnp.arange(4.0)}, tmp_path / "c")
-    with pytest.raises(ckpt.StateMismatchError, match=r"x: checkpoint float32\[4\], state float32\[5\]"):
+    with pytest.raises(ckpt.errors.StateMismatchError, match=r"x: checkpoint float32\[4\], state float32\[5\]"):
         ckpt.restore(prefix, {"x": jax.ShapeDtypeStruct((5,), jnp.float32)})
 
 
 def test_abstract_and_deleted_arrays_cannot_be_saved_but_can_be_targets(tmp_path):
-    with pytest.raises(ckpt.InvalidStateError, match="ShapeDtypeStruct holds no values"):
+    with pytest.raises(ckpt.errors.InvalidStateError, match="ShapeDtypeStruct holds no values"):
         ckpt.save({"x": jax.ShapeDtypeStruct((2,), jnp.float32)}, tmp_path / "abstract")
     donated = jnp.ones(3)
     donated.delete()
-    with pytest.raises(ckpt.InvalidStateError, match="was deleted"):
+    with pytest.raises(ckpt.errors.InvalidStateError, match="was deleted"):
         ckpt.save({"x": donated}, tmp_path / "deleted")
     assert not (tmp_path / "deleted.index").exists()
 
@@ -296,7 +296,7 @@ def test_traced_values_cannot_be_saved(tmp_path):
         ckpt.save({"x": x}, tmp_path / "traced")
         return x
 
-    with pytest.raises(ckpt.InvalidStateError, match="traced JAX value"):
+    with pytest.raises(ckpt.errors.InvalidStateError, match="traced JAX value"):
         jax.jit(inside_jit)(jnp.ones(2))
 
 

@@ -65,7 +65,7 @@ def test_variables_round_trip_in_place(tmp_path):
 def test_variable_shape_mismatch_changes_nothing(tmp_path):
     prefix = ckpt.save({"w": tf.Variable(tf.ones([2, 3])), "b": tf.Variable(tf.ones([3]))}, tmp_path / "c")
     w, b = tf.Variable(tf.zeros([3, 2])), tf.Variable(tf.zeros([3]))
-    with pytest.raises(ckpt.StateMismatchError, match=r"w: checkpoint float32\[2, 3\], state float32\[3, 2\]"):
+    with pytest.raises(ckpt.errors.StateMismatchError, match=r"w: checkpoint float32\[2, 3\], state float32\[3, 2\]"):
         ckpt.restore(prefix, {"w": w, "b": b})
     assert not b.numpy().any(), "nothing is assigned when the comparison fails"
 
@@ -145,7 +145,7 @@ def test_module_with_a_different_structure_is_rejected(tmp_path):
     prefix = ckpt.save({"net": Net()}, tmp_path / "net")
     other = Net()
     other.layers.append(Block(2, 5))
-    with pytest.raises(ckpt.StateMismatchError) as err:
+    with pytest.raises(ckpt.errors.StateMismatchError) as err:
         ckpt.restore(prefix, {"net": other})
     assert err.value.missing == ["net/layers/2/bias", "net/layers/2/kernel"]
 
@@ -242,14 +242,14 @@ def test_keras_shape_mismatch_changes_nothing(tmp_path):
     other = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(3, 3), keras.layers.BatchNormalization(),
                               keras.layers.Flatten(), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(5)])
     before = [w.numpy() for w in other.weights]
-    with pytest.raises(ckpt.StateMismatchError, match=r"model/dense_1/kernel: checkpoint float32\[8, 2\]"):
+    with pytest.raises(ckpt.errors.StateMismatchError, match=r"model/dense_1/kernel: checkpoint float32\[8, 2\]"):
         ckpt.restore(prefix, {"model": other})
     assert all(same_bits(w.numpy(), b) for w, b in zip(other.weights, before))
 
 
 def test_unbuilt_keras_model_is_reported(tmp_path):
     prefix = ckpt.save({"model": sequential_model()}, tmp_path / "model")
-    with pytest.raises(ckpt.InvalidStateError, match="not built"):
+    with pytest.raises(ckpt.errors.InvalidStateError, match="not built"):
         ckpt.restore(prefix, {"model": keras.Sequential([keras.layers.Dense(2)])})
 
 
@@ -295,7 +295,7 @@ def test_unbuilt_optimizer_without_its_model_is_reported(tmp_path):
     model = trained(sequential_model())
     prefix = ckpt.save({"model": model, "optimizer": model.optimizer}, tmp_path / "train")
     opt = keras.optimizers.Adam()
-    with pytest.raises(ckpt.StateMismatchError, match="no model in the state has it"):
+    with pytest.raises(ckpt.errors.StateMismatchError, match="no model in the state has it"):
         ckpt.restore(prefix, {"optimizer": opt}, map=[(r"^model/.*", "")])
 
 

@@ -135,7 +135,7 @@ def test_mismatch_is_reported_before_anything_changes(tmp_path):
     prefix = ckpt.save({"model": net}, tmp_path / "m")
     other = Net(hidden=6)
     before = {k: v.clone() for k, v in other.state_dict().items()}
-    with pytest.raises(ckpt.StateMismatchError) as info:
+    with pytest.raises(ckpt.errors.StateMismatchError) as info:
         ckpt.restore(prefix, {"model": other})
     message = str(info.value)
     assert "mismatched" in message and "model/fc1/weight" in message and "nothing was changed" in message
@@ -146,7 +146,7 @@ def test_mismatch_is_reported_before_anything_changes(tmp_path):
 def test_missing_and_unexpected_listed_with_hint(tmp_path):
     net, _, _ = _trained()
     prefix = ckpt.save({"model": net}, tmp_path / "n")
-    with pytest.raises(ckpt.StateMismatchError) as info:
+    with pytest.raises(ckpt.errors.StateMismatchError) as info:
         ckpt.restore(prefix, {"net": Net()})
     err = info.value
     assert "net/fc1/weight" in err.missing and "model/fc1/weight" in err.unexpected
@@ -215,7 +215,7 @@ def test_containers_rebuild_on_load(tmp_path):
 
 
 def test_unsupported_values_are_all_reported(tmp_path):
-    with pytest.raises(ckpt.InvalidStateError) as info:
+    with pytest.raises(ckpt.errors.InvalidStateError) as info:
         ckpt.save({"a": torch.ones(2).to_sparse(), "b": object(), "c": {1, 2}}, tmp_path / "bad")
     message = str(info.value)
     assert "3 problem" in message and "'a'" in message and "'b'" in message and "'c'" in message
@@ -245,3 +245,16 @@ def test_import_ckpt_does_not_import_torch():
     code = "import sys, ckpt; print(sorted(m for m in ('torch', 'jax', 'tensorflow') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("order", [("fc", "fc.weight"), ("fc.weight", "fc")])
+def test_a_name_that_is_both_a_tensor_and_a_scope_is_refused(tmp_path, order):
+    torch = pytest.importorskip("torch")
+
+    class Odd(torch.nn.Module):  # a hand-written state_dict with "fc" and "fc.weight" (nn.Module never makes one)
+        def state_dict(self, *args, **kwargs):
+            return collections.OrderedDict((name, torch.ones(2)) for name in order)
+
+    with pytest.raises(ckpt.errors.InvalidStateError, match="'fc' is both a tensor and a scope"):
+        ckpt.save(Odd(), tmp_path / "ck")
+    assert not list(tmp_path.iterdir())  # refused before anything was written

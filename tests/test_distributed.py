@@ -86,7 +86,7 @@ class TestFourRankSave:
                     assert_bitequal(r[name], want, name)
 
     def test_sharded_tensors_are_slices_replicated_written_once(self, saved):
-        from ckpt.format.bundle import BundleReader
+        from ckpt.tf.bundle import BundleReader
 
         with BundleReader(saved / "m.ckpt-2") as b:
             assert len(b.entry("rows").slices) == 4
@@ -187,7 +187,7 @@ def test_existing_checkpoint_is_not_overwritten(tmp_path):
 
 def test_reads_tensorflow_partitioned_variable_pieces(tmp_path):
     """A partitioned tensor written by the bundle writer (TensorFlow's layout) loads, read in parts."""
-    from ckpt.format.bundle import BundleWriter
+    from ckpt.tf.bundle import BundleWriter
 
     full = np.arange(30, dtype=np.float32).reshape(6, 5)
     with BundleWriter(str(tmp_path / "p")) as w:
@@ -209,7 +209,7 @@ def test_import_ckpt_does_not_import_torch():
 
 def test_read_box_counts_only_the_box(tmp_path):
     from ckpt.distributed import read_box
-    from ckpt.format.bundle import BundleReader
+    from ckpt.tf.bundle import BundleReader
 
     full = np.arange(4 * 6 * 5, dtype=np.int32).reshape(4, 6, 5)
     ckpt.save({"t": full}, tmp_path / "b")

@@ -18,7 +18,7 @@ import pytest
 
 import ckpt
 from ckpt import _fs
-from ckpt.format.bundle import BundleWriter
+from ckpt.tf.bundle import BundleWriter
 from faults import SCENARIOS, Injector, copy_dir, record
 
 

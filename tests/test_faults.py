@@ -249,17 +249,18 @@ def _files(directory: Path) -> dict[str, bytes]:
 
 
 def test_parallel_shard_writes_match_sequential_ones(tmp_path, monkeypatch):
-    import ckpt.format.bundle as bundle
+    import ckpt.tf._write_workers as workers
+    import ckpt.tf.bundle_writer as bundle
 
     state = _sharded_state(0)
     calls = []
-    real = bundle._Shard._write_out
+    real = workers._Shard._write_out
 
     def write_out(self, data):
         calls.append(threading.current_thread().name)
         return real(self, data)
 
-    monkeypatch.setattr(bundle._Shard, "_write_out", write_out)
+    monkeypatch.setattr(workers._Shard, "_write_out", write_out)
     monkeypatch.setattr(bundle.os, "cpu_count", lambda: 4)
     ckpt.save(state, tmp_path / "par" / "ck", num_shards=3)
     assert set(calls) == {"ckpt-write"}  # every payload went through a writer thread
@@ -277,7 +278,7 @@ def test_parallel_shard_writes_match_sequential_ones(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("code", FAULT_ERRNOS)
 def test_parallel_shard_writes_fail_cleanly_at_every_write(code, tmp_path, monkeypatch):
-    import ckpt.format.bundle as bundle
+    import ckpt.tf.bundle_writer as bundle
 
     monkeypatch.setattr(bundle.os, "cpu_count", lambda: 4)
     directory = tmp_path / "d"

@@ -203,7 +203,7 @@ def test_interrupted_download_resumes_in_the_next_call(server, cache):
     body = os.urandom(200_000)
     url = server.add("/big.bin", body)
     server.cut_once["/big.bin"] = 50_000
-    with pytest.raises(ckpt.DownloadError, match="interrupted|closed") as info:
+    with pytest.raises(ckpt.errors.DownloadError, match="interrupted|closed") as info:
         ckpt.fetch(url, cache_dir=cache, retries=0)
     assert info.value.retryable
     parts = list(cache.glob("*.part"))
@@ -216,7 +216,7 @@ def test_interrupted_download_resumes_in_the_next_call(server, cache):
 def test_a_changed_file_is_not_spliced_onto_an_old_part(server, cache):
     url = server.add("/f.bin", b"A" * 100_000)
     server.cut_once["/f.bin"] = 10_000
-    with pytest.raises(ckpt.DownloadError):
+    with pytest.raises(ckpt.errors.DownloadError):
         ckpt.fetch(url, cache_dir=cache, retries=0)
     server.files["/f.bin"] = b"B" * 100_000  # new ETag: If-Range fails, the server sends it all
     assert ckpt.fetch(url, cache_dir=cache, retries=0).read_bytes() == b"B" * 100_000
@@ -246,7 +246,7 @@ def test_progress_line_without_tqdm(server, cache, capsys, monkeypatch):
 
 def test_wrong_checksum_is_refused_and_not_kept(server, cache, capsys):
     url = server.add("/m.tgz", _inception())
-    with pytest.raises(ckpt.ChecksumMismatchError, match="expected 0000") as info:
+    with pytest.raises(ckpt.errors.ChecksumMismatchError, match="expected 0000") as info:
         ckpt.fetch(url, cache_dir=cache, sha256="0" * 64)
     assert info.value.expected == "0" * 64
     assert _listing(cache) == []
@@ -257,7 +257,7 @@ def test_wrong_checksum_is_refused_and_not_kept(server, cache, capsys):
 
 
 def test_http_errors_and_other_schemes(server, cache):
-    with pytest.raises(ckpt.DownloadError, match="HTTP 404"):
+    with pytest.raises(ckpt.errors.DownloadError, match="HTTP 404"):
         ckpt.fetch(server.url("/missing.tgz"), cache_dir=cache, retries=0)
     with pytest.raises(ckpt.UnsupportedError, match="http:// and https://"):
         ckpt.fetch("ftp://127.0.0.1/x.tgz", cache_dir=cache)
@@ -297,7 +297,7 @@ def test_hostile_tar_is_refused_and_nothing_is_written(case, server, cache, tmp_
     (tmp_path / "outside" / "secret").write_text("secret")
     before = _listing(tmp_path)
     url = server.add(f"/{case}.tgz", _tar([(dict(f), d) for f, d in members]))
-    with pytest.raises(ckpt.UnsafeArchiveError, match=message) as info:
+    with pytest.raises(ckpt.errors.UnsafeArchiveError, match=message) as info:
         ckpt.fetch(url, cache_dir=cache)
     assert info.value.key == member and "nothing was extracted" in str(info.value)
     assert not os.path.exists("/tmp/ckpt-test-outside")
@@ -316,7 +316,7 @@ def test_hostile_zip_is_refused(members, message, server, cache):
     if message is None:
         members, message = [tuple(members)], "absolute path"
     url = server.add("/hostile.zip", _zip(members))
-    with pytest.raises(ckpt.UnsafeArchiveError, match=message):
+    with pytest.raises(ckpt.errors.UnsafeArchiveError, match=message):
         ckpt.fetch(url, cache_dir=cache)
     assert not [p for p in _listing(cache) if p.endswith(".d") or ".tmp" in p]
 
@@ -325,11 +325,11 @@ def test_decompression_bomb_stops_at_the_limit(server, cache):
     zeros = b"\0" * (40 << 20)
     url = server.add("/bomb.tgz", _tar([({"name": "zeros.bin"}, zeros)]))
     assert len(server.files["/bomb.tgz"]) < (1 << 20)
-    with pytest.raises(ckpt.UnsafeArchiveError, match="max_bytes"):
+    with pytest.raises(ckpt.errors.UnsafeArchiveError, match="max_bytes"):
         ckpt.fetch(url, cache_dir=cache, max_bytes=8 << 20)
     assert not [p for p in _listing(cache) if p.endswith(".d") or ".tmp" in p]
     url = server.add("/bomb.zip", _zip([("zeros.bin", zeros, 0o100644)]))
-    with pytest.raises(ckpt.UnsafeArchiveError, match="max_bytes"):
+    with pytest.raises(ckpt.errors.UnsafeArchiveError, match="max_bytes"):
         ckpt.fetch(url, cache_dir=cache, max_bytes=8 << 20)
 
 
@@ -338,16 +338,16 @@ def test_a_header_that_claims_a_terabyte_is_refused_before_reading(server, cache
     header.size = 1 << 40
     raw = header.tobuf(format=tarfile.GNU_FORMAT) + b"\0" * 4096  # the data is not there at all
     url = server.add("/liar.tar.gz", gzip.compress(raw))
-    with pytest.raises(ckpt.UnsafeArchiveError, match="declares 1,099,511,627,776 bytes"):
+    with pytest.raises(ckpt.errors.UnsafeArchiveError, match="declares 1,099,511,627,776 bytes"):
         ckpt.fetch(url, cache_dir=cache)
 
 
 def test_too_many_files(server, cache):
     url = server.add("/many.tgz", _tar([({"name": f"f{i}"}, b"") for i in range(30)]))
-    with pytest.raises(ckpt.UnsafeArchiveError, match="max_files=10"):
+    with pytest.raises(ckpt.errors.UnsafeArchiveError, match="max_files=10"):
         ckpt.fetch(url, cache_dir=cache, max_files=10)
     url = server.add("/many.zip", _zip([(f"f{i}", b"", 0o100644) for i in range(30)]))
-    with pytest.raises(ckpt.UnsafeArchiveError, match="max_files=10"):
+    with pytest.raises(ckpt.errors.UnsafeArchiveError, match="max_files=10"):
         ckpt.fetch(url, cache_dir=cache, max_files=10)
 
 
@@ -357,13 +357,13 @@ def test_truncated_archive_is_a_clear_error_and_not_kept(name, server, cache):
     url = server.add(f"/{name}", body[: len(body) // 2])
     with pytest.raises(ckpt.CorruptCheckpointError, match="truncated") as info:
         ckpt.fetch(url, cache_dir=cache)
-    assert not isinstance(info.value, ckpt.UnsafeArchiveError)
+    assert not isinstance(info.value, ckpt.errors.UnsafeArchiveError)
     assert [p for p in _listing(cache) if not p.startswith(".ckpt.lock")] == []
 
 
 def test_a_download_larger_than_allowed_is_refused_and_not_kept(server, cache):
     url = server.add("/huge.bin", os.urandom(2 << 20))
-    with pytest.raises(ckpt.DownloadError, match="max_bytes") as info:
+    with pytest.raises(ckpt.errors.DownloadError, match="max_bytes") as info:
         ckpt.fetch(url, cache_dir=cache, max_download_bytes=1 << 20)
     assert not info.value.retryable
     assert [p for p in _listing(cache) if not p.startswith(".ckpt.lock")] == []

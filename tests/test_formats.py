@@ -84,7 +84,7 @@ def test_destination_format_from_suffix():
 
 
 def test_importing_formats_imports_no_framework():
-    code = ("import sys, ckpt, ckpt.formats, ckpt.formats.safetensors, ckpt.formats.numpy, ckpt.formats.bundle\n"
+    code = ("import sys, ckpt, ckpt.formats, ckpt.formats.safetensors, ckpt.formats.numpy, ckpt.formats.tensorflow\n"
             "import numpy as np\n"
             "ckpt.formats.safetensors.write(sys.argv[1], [('a', np.ones(2))], sync=False)\n"
             "ckpt.Reader(sys.argv[1])['a']\n"
@@ -234,9 +234,9 @@ def test_safetensors_fuzz_smoke(tmp_path):
 
 
 def test_writer_refuses_what_safetensors_cannot_hold(tmp_path):
-    with pytest.raises(ckpt.DTypeNotSupportedError, match="safetensors has no string type"):
+    with pytest.raises(ckpt.errors.DTypeNotSupportedError, match="safetensors has no string type"):
         st.write(tmp_path / "s.safetensors", [("ok", np.ones(2)), ("s", np.array([b"a"], dtype=object))])
-    with pytest.raises(ckpt.DTypeNotSupportedError, match="reserved"):
+    with pytest.raises(ckpt.errors.DTypeNotSupportedError, match="reserved"):
         st.write(tmp_path / "s.safetensors", [("__metadata__", np.ones(2))])
     assert sorted(os.listdir(tmp_path)) == []  # nothing left behind, not even staging files
 
@@ -380,7 +380,7 @@ def test_npz_read_write_and_object_arrays_refused(tmp_path):
     np.savez(tmp_path / "obj.npz", ok=np.ones(2), bad=np.array([{"x": 1}], dtype=object))
     with pytest.raises(ckpt.UnsupportedError, match="allow_pickle=False"):
         ckpt.Reader(tmp_path / "obj.npz")
-    with pytest.raises(ckpt.DTypeNotSupportedError, match="cannot store bfloat16"):
+    with pytest.raises(ckpt.errors.DTypeNotSupportedError, match="cannot store bfloat16"):
         formats.get("numpy").write(tmp_path / "b.npz", [("bf", SAMPLE["bf"])])
     assert not (tmp_path / "b.npz").exists()
 
@@ -447,8 +447,8 @@ def test_clean_names_without_object_graph_are_the_raw_names():
 
 
 def test_clean_name_collisions_keep_raw_keys():
-    from ckpt.format.object_graph import clean_names
-    from ckpt.format.protos import trackable_object_graph_pb2 as pb
+    from ckpt.tf.object_graph import clean_names
+    from ckpt.tf.protos import trackable_object_graph_pb2 as pb
 
     graph = pb.TrackableObjectGraph()
     root, a, b = graph.nodes.add(), graph.nodes.add(), graph.nodes.add()

@@ -105,7 +105,7 @@ def test_tf2_keras_checkpoint_restores_into_pytorch_by_clean_names(tmp_path):
     before = {k: v.clone() for k, v in bad.state_dict().items()}
     example.RULES.insert(0, (r"^model/hidden/bias$", "nowhere"))
     try:
-        with pytest.raises(ckpt.StateMismatchError, match="nowhere"):
+        with pytest.raises(ckpt.errors.StateMismatchError, match="nowhere"):
             example.restore_into_torch(prefix, bad)
     finally:
         example.RULES.pop(0)

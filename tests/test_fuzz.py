@@ -41,11 +41,11 @@ from hypothesis import strategies as st
 
 import ckpt
 from ckpt.errors import CheckpointError
-from ckpt.format import state_file
-from ckpt.format._crc import mask
-from ckpt.format.bundle import BundleReader, BundleWriter, check_bundle, encode_strings
-from ckpt.format.protos import tensor_bundle_pb2
-from ckpt.format.table import TableWriter
+from ckpt.tf import state_file
+from ckpt.tf._crc import mask
+from ckpt.tf.bundle import BundleReader, BundleWriter, check_bundle, encode_strings
+from ckpt.tf.protos import tensor_bundle_pb2
+from ckpt.tf.table import TableWriter
 from faults import count
 
 EXAMPLES = int(os.environ.get("CKPT_FUZZ_EXAMPLES", "100"))

@@ -19,9 +19,9 @@ import ckpt
 import ckpt.graph as G
 from ckpt.cli.main import main
 from ckpt.errors import CheckpointNotFoundError, CorruptCheckpointError, OperationNotFoundError, StateMismatchError
-from ckpt.format import events as events_format
-from ckpt.format.protos import graph_pb2, tensor_pb2
-from ckpt.format.tensor_proto import make_ndarray, make_tensor_proto
+from ckpt.tf import events as events_format
+from ckpt.tf.protos import graph_pb2, tensor_pb2
+from ckpt.tf.tensor_proto import make_ndarray, make_tensor_proto
 
 DATA = pathlib.Path(__file__).parent / "data"
 GRAPHS = DATA / "graphs"
@@ -394,7 +394,7 @@ def test_events_file_framing_round_trip(tmp_path):
     assert again != path  # never overwrites
     data = bytearray(path.read_bytes())
     data[20] ^= 1
-    with pytest.raises(ckpt.ChecksumMismatchError):
+    with pytest.raises(ckpt.errors.ChecksumMismatchError):
         list(events_format.read_records(bytes(data)))
     # The TF-written samples re-frame byte for byte.
     raw = (GRAPHS / "tf1.events").read_bytes()

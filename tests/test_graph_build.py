@@ -10,7 +10,7 @@ import pytest
 
 import ckpt
 import ckpt.graph as G
-from ckpt.format.protos import meta_graph_pb2, variable_pb2
+from ckpt.tf.protos import meta_graph_pb2, variable_pb2
 
 
 def _small() -> G.GraphBuilder:
@@ -66,7 +66,7 @@ def test_op_fills_type_attributes_and_default_names():
 
 def test_errors_name_what_is_wrong():
     b = _small()
-    with pytest.raises(ckpt.OperationNotFoundError, match="did you mean 'y'"):
+    with pytest.raises(ckpt.errors.OperationNotFoundError, match="did you mean 'y'"):
         b.op("Relu", ["yy:0"])
     with pytest.raises(ckpt.UnsupportedError, match="already in the graph"):
         b.op("Relu", ["y:0"], name="y")
@@ -82,7 +82,7 @@ def test_errors_name_what_is_wrong():
         b.replace("y:0", b.constant(1, name="one"))
     with pytest.raises(ckpt.UnsupportedError, match="already in the graph"):
         b.rename("y", "w")
-    with pytest.raises(ckpt.OperationNotFoundError):
+    with pytest.raises(ckpt.errors.OperationNotFoundError):
         b.import_graph(_small().graph, scope="s", input_map={"nope:0": "y:0"})
     assert [n.name for n in b.graph_def.node] == ["x", "w", "y", "one"]  # failed calls added nothing
 

@@ -24,7 +24,7 @@ import ckpt  # noqa: E402
 import ckpt.graph as G  # noqa: E402
 from ckpt.cli.main import main as cli_main  # noqa: E402
 from ckpt.errors import CheckpointNotFoundError, StateMismatchError  # noqa: E402
-from ckpt.format.tensor_proto import make_ndarray  # noqa: E402
+from ckpt.tf.tensor_proto import make_ndarray  # noqa: E402
 
 pytestmark = pytest.mark.tf
 v1 = tf.compat.v1

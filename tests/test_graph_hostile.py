@@ -16,8 +16,8 @@ import pytest
 
 import ckpt.graph as G
 from ckpt.errors import CheckpointError, CorruptCheckpointError
-from ckpt.format import events as events_format
-from ckpt.format.protos import attr_value_pb2, graph_pb2
+from ckpt.tf import events as events_format
+from ckpt.tf.protos import attr_value_pb2, graph_pb2
 
 DATA = pathlib.Path(__file__).parent / "data"
 GRAPHS = DATA / "graphs"
@@ -162,7 +162,7 @@ def test_events_framing_errors(tmp_path):
         with pytest.raises(CorruptCheckpointError):
             list(events_format.read_records(record[:cut]))
     forged = struct.pack("<Q", 1 << 40)
-    from ckpt.format._crc import crc32c, mask
+    from ckpt.tf._crc import crc32c, mask
 
     forged += struct.pack("<I", mask(crc32c(forged))) + b"\x00" * 8
     with pytest.raises(CorruptCheckpointError, match="claims"):
@@ -281,8 +281,8 @@ def test_shapes_computed_in_the_graph_are_checked_before_allocating():
     pytest.importorskip("torch")
     import numpy as np
 
-    from ckpt.format.tensor_proto import make_tensor_proto
-    from ckpt.graph._to_torch import FeedError
+    from ckpt.tf.tensor_proto import make_tensor_proto
+    from ckpt.graph.torch.interpreter import FeedError
 
     def const(graph, name, value, dtype):
         node = graph.node.add(name=name, op="Const")

@@ -110,7 +110,7 @@ _PROTO_NAMES = ["constructor", "valueOf", "__proto__", "hasOwnProperty", "toStri
 
 def _prototype_named_graph():
     """Nodes and scopes named like Object.prototype members: ``constructor``, ``__proto__/valueOf``, ..."""
-    from ckpt.format.protos import graph_pb2
+    from ckpt.tf.protos import graph_pb2
 
     gd = graph_pb2.GraphDef()
     x = gd.node.add(name="x", op="Placeholder")

@@ -1,4 +1,4 @@
-"""The operations of ``ckpt.graph._more_ops`` against TensorFlow: values (1e-5) and, where TensorFlow has them,
+"""The operations of ``ckpt.graph.torch.more_ops`` against TensorFlow: values (1e-5) and, where TensorFlow has them,
 gradients (torch autograd against ``tf.gradients`` of a weighted sum of the outputs, 1e-5).
 
 Each case builds a tiny TF1 graph, runs it with ``tf.compat.v1.Session`` and converts the same GraphDef with
@@ -19,7 +19,7 @@ torch = pytest.importorskip("torch")
 
 import ckpt.graph  # noqa: E402
 from ckpt.errors import FeedError  # noqa: E402
-from ckpt.graph._to_torch import SUPPORTED_OPS  # noqa: E402
+from ckpt.graph.torch.interpreter import SUPPORTED_OPS  # noqa: E402
 
 pytestmark = pytest.mark.tf
 

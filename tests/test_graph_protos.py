@@ -14,7 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import pytest  # noqa: E402
 
-PROTOS = pathlib.Path(__file__).parent.parent / "src" / "ckpt" / "format" / "protos"
+PROTOS = pathlib.Path(__file__).parent.parent / "src" / "ckpt" / "tf" / "protos"
 
 # ours -> TensorFlow's module
 PAIRS = {
@@ -95,7 +95,7 @@ def test_generated_module_matches_its_proto_source(ours):
     """The committed ``_pb2.py`` embeds the schema of the ``.proto`` beside it (run ``make protos`` if not)."""
     from google.protobuf import descriptor_pb2
 
-    module = importlib.import_module(f"ckpt.format.protos.{ours}_pb2")
+    module = importlib.import_module(f"ckpt.tf.protos.{ours}_pb2")
     compiled = descriptor_pb2.FileDescriptorProto()
     module.DESCRIPTOR.CopyToProto(compiled)
     source = (PROTOS / f"{ours}.proto").read_text()
@@ -110,7 +110,7 @@ def test_generated_module_matches_its_proto_source(ours):
 @pytest.mark.parametrize("ours", sorted(PAIRS))
 def test_schema_matches_tensorflow(ours):
     pytest.importorskip("tensorflow")
-    mine = _describe_file(importlib.import_module(f"ckpt.format.protos.{ours}_pb2"))
+    mine = _describe_file(importlib.import_module(f"ckpt.tf.protos.{ours}_pb2"))
     theirs = _describe_file(importlib.import_module(PAIRS[ours]))
     if ours == "types":
         # TensorFlow's enum may grow; every value ckpt declares must match, and ckpt must know all of TF's.

@@ -301,7 +301,7 @@ def test_tf1_saved_model_builder(tmp_path):
 def _write_saved_model(directory, graph_text: str):
     from google.protobuf import text_format
 
-    from ckpt.format.protos import saved_model_pb2
+    from ckpt.tf.protos import saved_model_pb2
 
     message = saved_model_pb2.SavedModel(saved_model_schema_version=1)
     meta = message.meta_graphs.add()
@@ -332,7 +332,7 @@ library { function {
 
 def test_hostile_saved_models_are_ckpt_errors(tmp_path):
     from ckpt.errors import CheckpointError, UnsupportedError, UnsupportedOperationsError
-    from ckpt.format.protos import saved_model_pb2
+    from ckpt.tf.protos import saved_model_pb2
 
     empty = tmp_path / "empty"
     empty.mkdir()

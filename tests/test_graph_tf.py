@@ -26,7 +26,7 @@ import pytest  # noqa: E402
 
 import ckpt  # noqa: E402
 import ckpt.graph as G  # noqa: E402
-from ckpt.format.tensor_proto import make_ndarray, make_tensor_proto  # noqa: E402
+from ckpt.tf.tensor_proto import make_ndarray, make_tensor_proto  # noqa: E402
 
 tf = pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.tf
@@ -354,7 +354,7 @@ def test_tensor_proto_codec_matches_tensorflow(dtype):
         theirs = tf.make_tensor_proto(value, dtype=tf_dtype, shape=value.shape)
         mine = make_tensor_proto(value, tf_dtype.as_datatype_enum, value.shape)
         assert mine.SerializeToString() == theirs.SerializeToString(), (dtype, shape)
-        from ckpt.format.protos import tensor_pb2
+        from ckpt.tf.protos import tensor_pb2
 
         decoded = make_ndarray(tensor_pb2.TensorProto.FromString(theirs.SerializeToString()))
         expected = tf.make_ndarray(theirs)

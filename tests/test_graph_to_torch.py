@@ -23,7 +23,7 @@ import ckpt  # noqa: E402
 import ckpt.graph  # noqa: E402
 from ckpt.cli.main import main as cli_main  # noqa: E402
 from ckpt.errors import CheckpointNotFoundError, OperationNotFoundError  # noqa: E402
-from ckpt.graph._to_torch import FeedError, UnsupportedOperationsError  # noqa: E402
+from ckpt.graph.torch.interpreter import FeedError, UnsupportedOperationsError  # noqa: E402
 
 FORWARD_TOL = 1e-5
 GRAD_TOL = 1e-5
@@ -82,7 +82,7 @@ def test_torch_adapter_honours_ckpt_names(tmp_path):
 def _hand_made_graph():
     """x * "eval" + "a.b/c-1": variables whose TensorFlow names are no Python identifiers (or clash with
     nn.Module's own attributes), written as a GraphDef by hand."""
-    from ckpt.format.protos import graph_pb2
+    from ckpt.tf.protos import graph_pb2
 
     gd = graph_pb2.GraphDef()
     x = gd.node.add(name="x", op="Placeholder")

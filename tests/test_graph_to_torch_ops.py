@@ -19,7 +19,7 @@ tf = pytest.importorskip("tensorflow")
 torch = pytest.importorskip("torch")
 
 import ckpt.graph  # noqa: E402
-from ckpt.graph._to_torch import SUPPORTED_OPS  # noqa: E402
+from ckpt.graph.torch.interpreter import SUPPORTED_OPS  # noqa: E402
 
 pytestmark = pytest.mark.tf
 
@@ -853,7 +853,7 @@ def test_noop_fetch_returns_none():
 def test_batch_norm_with_global_normalization():
     """TensorFlow 2.21 refuses to build this op (removed in GraphDef version 9), so old graphs are the only place it
     appears: the reference is TensorFlow's documented formula."""
-    from ckpt.format.protos import graph_pb2
+    from ckpt.tf.protos import graph_pb2
     from ckpt.graph import make_tensor_proto
 
     rng = np.random.default_rng(3)

@@ -20,7 +20,7 @@ torch = pytest.importorskip("torch")
 
 import ckpt.graph  # noqa: E402
 from ckpt.errors import FeedError, UnsupportedOperationsError  # noqa: E402
-from ckpt.graph._to_torch import SUPPORTED_OPS  # noqa: E402
+from ckpt.graph.torch.interpreter import SUPPORTED_OPS  # noqa: E402
 
 pytestmark = pytest.mark.tf
 
@@ -257,7 +257,7 @@ def test_a_loop_that_never_ends_is_an_error(monkeypatch):
         x = v1.placeholder(tf.float32, [], name="x")
         _, y = v1.while_loop(lambda i, y: y > -1.0, lambda i, y: (i + 1, y * 0.5 + 1.0), [0, x])
     module = ckpt.graph.to_torch(g.as_graph_def(), outputs=y.name)
-    from ckpt.graph import _control_flow
+    from ckpt.graph.torch import control_flow as _control_flow
 
     monkeypatch.setattr(_control_flow, "MAX_ITERATIONS", 50)
     with pytest.raises(FeedError, match="ran 50 iterations"):
@@ -275,7 +275,7 @@ def test_unsupported_operations_inside_a_loop_are_listed_at_conversion():
 
 
 def _hand_made(nodes):
-    from ckpt.format.protos import graph_pb2
+    from ckpt.tf.protos import graph_pb2
     from ckpt.graph import make_tensor_proto
 
     gd = graph_pb2.GraphDef()

@@ -23,13 +23,13 @@ import pytest
 import ckpt
 from ckpt.errors import (CheckpointError, CheckpointNotFoundError, ChecksumMismatchError, CorruptCheckpointError,
                          UnsupportedError)
-from ckpt.format import bundle, table
-from ckpt.format._crc import crc32c, mask
-from ckpt.format._varint import encode_varint
-from ckpt.format.bundle import BundleWriter, encode_strings
-from ckpt.format.protos import tensor_bundle_pb2
-from ckpt.format.slices import encode_slice_key
-from ckpt.format.table import FOOTER_SIZE, MAGIC, TableWriter
+from ckpt.tf import bundle, bundle_reader, table
+from ckpt.tf._crc import crc32c, mask
+from ckpt.tf._varint import encode_varint
+from ckpt.tf.bundle import BundleWriter, encode_strings
+from ckpt.tf.protos import tensor_bundle_pb2
+from ckpt.tf.slices import encode_slice_key
+from ckpt.tf.table import FOOTER_SIZE, MAGIC, TableWriter
 from counting import LinesRun
 
 DATA = Path(__file__).parent / "data"
@@ -172,12 +172,12 @@ class TestMinimalLegalFiles:
         assert values["scalar"].shape == () and values["scalar"].item() == b""
         assert values["one_empty"].tolist() == [b""]
         assert values["no_elements"].shape == (0,)
-        # A zero-element string tensor still stores the 4-byte length checksum mask(0) (spec 2.2).
+        # A zero-element string tensor still stores the 4-byte length checksum mask(0) (docs/format.md section 2.2).
         payload, _ = encode_strings(np.empty((0,), dtype=object))
         assert payload == bytes.fromhex("d8ea82a2")
 
     def test_zero_element_tensors(self, tmp_path):
-        # An empty tensor has size 0 and an offset that may equal the next tensor's (spec 2.1).
+        # An empty tensor has size 0 and an offset that may equal the next tensor's (docs/format.md section 2.1).
         entries = {"empty": entry_proto(1, [0, 3], offset=4, size=0),
                    "z": entry_proto(9, [2, 0, 5], offset=4, size=0),
                    "after": entry_proto(3, [], offset=0, size=4, payload=b"\x07\x00\x00\x00")}
@@ -325,7 +325,7 @@ class TestBlocks:
         folder = copy_golden(tmp_path, "tf1_saver")
         index = folder / "model.ckpt-30.index"
         raw = bytearray(index.read_bytes())
-        raw[0x30] ^= 0x01  # inside the data block (spec 1.6: the block is bytes 0..0x53)
+        raw[0x30] ^= 0x01  # inside the data block (docs/format.md section 1.6: the block is bytes 0..0x53)
         index.write_bytes(bytes(raw))
         with pytest.raises(ChecksumMismatchError, match="checksum mismatch in the data block") as exc_info:
             ckpt.Reader(folder / "model.ckpt-30")
@@ -343,7 +343,7 @@ class TestBlocks:
         assert_error(exc_info, file=index)
 
     def test_metaindex_block_is_never_read(self, tmp_path):
-        # TensorFlow never reads the metaindex block (spec 1.3); damaging it must not matter.
+        # TensorFlow never reads the metaindex block (docs/format.md section 1.3); damaging it must not matter.
         folder = copy_golden(tmp_path, "tf1_saver")
         index = folder / "model.ckpt-30.index"
         raw = bytearray(index.read_bytes())
@@ -666,7 +666,8 @@ class TestDataFiles:
         folder = copy_golden(tmp_path, "tf1_sharded")
         data = folder / "model.ckpt.data-00000-of-00002"
         raw = bytearray(data.read_bytes())
-        # dev0/strings = ["ab", "", "cde"] at offset 12: 02 00 03 | 1b 42 8b ca | 61 62 63 64 65 (spec 2.2)
+        # dev0/strings = ["ab", "", "cde"] at offset 12: 02 00 03 | 1b 42 8b ca | 61 62 63 64 65
+        # (docs/format.md section 2.2)
         assert raw[12:24] == bytes.fromhex("020003 1b428bca 6162636465")
         raw[15] ^= 0x01
         data.write_bytes(bytes(raw))
@@ -707,7 +708,7 @@ class TestDataFiles:
 
 def big_endian_bundle(prefix: Path, arrays: dict[str, np.ndarray]) -> Path:
     """A bundle as a big-endian TensorFlow host writes it: header endianness BIG, elements and lengths big-endian."""
-    from ckpt.format import dtypes as dt
+    from ckpt.tf import dtypes as dt
 
     data = bytearray()
     entries = {}
@@ -777,7 +778,7 @@ def test_big_endian_crc_covers_stored_bytes(tmp_path):
 
 
 def test_big_endian_string_length_checksum_uses_big_endian_order(tmp_path):
-    # A little-endian length checksum in a BIG bundle is wrong (spec 2.4: the writer's byte order).
+    # A little-endian length checksum in a BIG bundle is wrong (docs/format.md section 2.4: the writer's byte order).
     lengths = [1, 2]
     len_crc = crc32c(struct.pack("<2I", *lengths))
     masked = struct.pack("<I", mask(len_crc))
@@ -856,7 +857,8 @@ class TestPartitioned:
         assert_error(exc_info, file=f"{prefix}.index", tensor="w")
 
     def test_name_with_raw_nul_and_ff_bytes(self, tmp_path):
-        # A name that is not UTF-8 (TensorFlow allows any bytes). Its slice key is spelled out per spec 2.6:
+        # A name that is not UTF-8 (TensorFlow allows any bytes). Its slice key is spelled out per docs/format.md
+        # section 2.6:
         # 0x00 -> 00 ff, 0xff -> ff 00, then the 00 01 terminator.
         name = b"w\xff\x00x"
         key = b"\x00" + b"w\xff\x00\x00\xffx" + b"\x00\x01" + b"\x01\x01" + b"\x80" + b"\x84"
@@ -922,7 +924,7 @@ def test_fuzz_golden_files_only_raise_checkpoint_errors(tmp_path, monkeypatch):
 
     monkeypatch.setattr(table.TableReader, "_decode_entry", counting_decode)
     monkeypatch.setattr(table, "crc32c", counting_crc)
-    monkeypatch.setattr(bundle, "crc32c", counting_crc)
+    monkeypatch.setattr(bundle_reader, "crc32c", counting_crc)
     rng = random.Random(20240601)
     targets = []  # (prefix, file, original bytes)
     for name in GOLDEN_DIRS:
@@ -1007,7 +1009,7 @@ def test_many_long_names_span_several_index_blocks(tmp_path):
 
 
 def test_leading_nul_name_is_rejected_at_save(tmp_path):
-    with pytest.raises(ckpt.InvalidStateError, match="must not start with a NUL byte"):
+    with pytest.raises(ckpt.errors.InvalidStateError, match="must not start with a NUL byte"):
         ckpt.save({"\x00w": np.float32(1)}, tmp_path / "ck", sync=False)
     assert list(tmp_path.iterdir()) == []
 

@@ -273,7 +273,7 @@ def test_a_special_safetensors_shard_is_refused(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_graph_and_event_files_that_are_special_are_refused(tmp_path, kind):
-    from ckpt.format.events import read_events
+    from ckpt.tf.events import read_events
 
     graph, events = tmp_path / "g.pb", tmp_path / "events.out.tfevents.1.host"
     make_special(graph, kind, tmp_path)
@@ -408,7 +408,7 @@ def test_a_convert_replaces_a_link_at_its_destination(tmp_path, suffix):
 
 
 def test_events_and_graph_files_never_written_through_links(tmp_path, fixed_token):
-    from ckpt.format.events import write_events
+    from ckpt.tf.events import write_events
     from ckpt.graph._files import write_bytes
 
     nowhere = tmp_path / "outside" / "created-by-ckpt"

@@ -58,13 +58,13 @@ def test_ordered_dict_comes_back_ordered(tmp_path):
 
 @pytest.mark.parametrize("key", [b"bytes", frozenset({1}), float("nan"), (1, b"x"), np.int64(3), object()])
 def test_unrecordable_key_is_refused_before_writing(tmp_path, key):
-    with pytest.raises(ckpt.InvalidStateError, match=r"key .* is a "):
+    with pytest.raises(ckpt.errors.InvalidStateError, match=r"key .* is a "):
         ckpt.save({"ok": np.ones(1), "sub": {key: np.ones(1)}}, tmp_path / "c")
     assert not os.listdir(tmp_path)
 
 
 def test_int_and_str_key_of_the_same_name_collide_clearly(tmp_path):
-    with pytest.raises(ckpt.InvalidStateError, match="two values map to this name"):
+    with pytest.raises(ckpt.errors.InvalidStateError, match="two values map to this name"):
         ckpt.save({1: np.ones(1), "1": np.zeros(1)}, tmp_path / "c")
 
 

@@ -245,7 +245,7 @@ def test_keep_every_n_hours_tf2_example(tmp_path):
 
 
 def _tf2_reference(times, max_to_keep, hours, constructed_at):
-    """TensorFlow 2 CheckpointManager's retention, as spec section 3 describes it (decide when popped)."""
+    """TensorFlow 2 CheckpointManager's retention, as docs/format.md section 3 describes it (decide when popped)."""
     last_preserved = constructed_at - 1.0
     managed, on_disk = [], set()
     for step, t in enumerate(times, start=1):

@@ -14,7 +14,7 @@ import pytest
 
 import ckpt
 from ckpt.errors import CheckpointError
-from ckpt.format.state_file import read_state
+from ckpt.tf.state_file import read_state
 
 
 def state(value: float):

@@ -28,7 +28,7 @@ CORE_DEPS = ["numpy", "protobuf", "crc32c", "ml_dtypes"]
 # bfloat16/float8/int4 tensors, the graph package and its protobuf modules, the other file formats' libraries, and
 # crc32c, whose package imports importlib.metadata).
 HEAVY = ["ml_dtypes", "crc32c", "torch", "jax", "tensorflow", "keras", "safetensors", "h5py", "ckpt.graph", "ckpt._convert",
-         "ckpt.format.protos.graph_pb2", "ckpt.format.protos.meta_graph_pb2", "ckpt.format.protos.event_pb2"]
+         "ckpt.tf.protos.graph_pb2", "ckpt.tf.protos.meta_graph_pb2", "ckpt.tf.protos.event_pb2"]
 
 
 def _fresh_modules(code: str) -> list[str]:
@@ -43,8 +43,8 @@ def _fresh_modules(code: str) -> list[str]:
 def test_import_ckpt_loads_no_framework_and_no_ml_dtypes():
     loaded = _fresh_modules("import ckpt")
     assert [m for m in HEAVY if m in loaded] == []
-    # Only the protobuf modules a save or restore needs, out of the 27 in ckpt.format.protos.
-    protos = [m for m in loaded if m.startswith("ckpt.format.protos.")]
+    # Only the protobuf modules a save or restore needs, out of the 27 in ckpt.tf.protos.
+    protos = [m for m in loaded if m.startswith("ckpt.tf.protos.")]
     assert len(protos) <= 8, protos
 
 
@@ -77,7 +77,7 @@ def test_ml_dtypes_itemsizes_match_the_table():
     import ml_dtypes
     import numpy as np
 
-    from ckpt.format import dtypes
+    from ckpt.tf import dtypes
 
     narrow = [d for d in dtypes.DTYPES if isinstance(d.storage, str)]
     assert len(narrow) == 11
@@ -115,8 +115,8 @@ def test_wheel_and_sdist_build_install_and_run(own_tmp):
     assert len(wheels) == 1 and len(sdists) == 1, sorted(p.name for p in dist.iterdir())
 
     names = zipfile.ZipFile(wheels[0]).namelist()
-    for needed in ("ckpt/py.typed", "ckpt/format/protos/tensor_bundle.proto",
-                   "ckpt/format/protos/tensor_bundle_pb2.py", "ckpt/cli/main.py"):
+    for needed in ("ckpt/py.typed", "ckpt/tf/protos/tensor_bundle.proto",
+                   "ckpt/tf/protos/tensor_bundle_pb2.py", "ckpt/cli/main.py"):
         assert needed in names, needed
     assert not [n for n in names if n.startswith("tests/")]
     with tarfile.open(sdists[0]) as tar:
@@ -150,3 +150,27 @@ def test_wheel_and_sdist_build_install_and_run(own_tmp):
     inspect = subprocess.run([str(venv / "bin" / "ckpt"), "inspect", "out"], capture_output=True, text=True,
                              env=env, cwd=tmp_path, timeout=120)
     assert inspect.returncode == 0 and "w" in inspect.stdout, inspect.stdout + inspect.stderr
+
+
+def test_public_surface_keeps_only_the_errors_a_user_catches():
+    import ckpt.errors
+
+    exported = {name for name in ckpt.__all__ if name.endswith(("Error", "Warning"))}
+    assert exported == {"CheckpointError", "CheckpointNotFoundError", "CorruptCheckpointError", "UnsupportedError"}
+    assert not hasattr(ckpt, "CkptError") and not hasattr(ckpt.errors, "CkptError")
+    for name in ckpt.errors.__all__:  # every error is in ckpt.errors and derives from the base (the warning aside)
+        value = getattr(ckpt.errors, name)
+        assert issubclass(value, ckpt.CheckpointError) or issubclass(value, Warning), name
+    assert callable(ckpt.verify) and ckpt.verify.__module__ == "ckpt._verify"  # the function, no module behind it
+
+
+def test_format_citations_name_sections_of_docs_format_md():
+    root = pathlib.Path(__file__).resolve().parent.parent
+    headings = set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)[. ]", (root / "docs" / "format.md").read_text(), re.M))
+    cited = set()
+    for path in list((root / "src").rglob("*.py")) + list((root / "tests").glob("*.py")):
+        text = " ".join(path.read_text(encoding="utf-8").split())  # citations may wrap across lines (and "# ")
+        text = text.replace(" # ", " ")
+        for first, last in re.findall(r"docs/format\.md sections? (\d+(?:\.\d+)?)(?: to (\d+(?:\.\d+)?))?", text):
+            cited |= {first} | ({last} if last else set())
+    assert cited and cited <= headings, sorted(cited - headings)

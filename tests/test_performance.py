@@ -18,8 +18,8 @@ import pytest
 import ckpt
 from ckpt import _fs
 from ckpt.errors import ChecksumMismatchError
-from ckpt.format.bundle import BundleReader, BundleWriter, data_filename
-from ckpt.format.table import TableReader
+from ckpt.tf.bundle import BundleReader, BundleWriter, data_filename
+from ckpt.tf.table import TableReader
 from counting import LinesRun
 
 
@@ -188,7 +188,7 @@ def _many(n: int = 300, seed: int = 0) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("alignment", [1, 64])
 def test_read_many_into_batches_adjacent_tensors_and_splits_big_ones(tmp_path, monkeypatch, alignment):
-    import ckpt.format.bundle as bundle
+    import ckpt.tf.bundle_reader as bundle
 
     values = _many()
     prefix = str(tmp_path / "many")
@@ -237,7 +237,7 @@ def test_read_many_into_survives_short_reads(tmp_path, monkeypatch):
 
 
 def test_read_many_into_names_the_corrupt_tensor_and_a_truncated_file(tmp_path, monkeypatch):
-    import ckpt.format.bundle as bundle
+    import ckpt.tf.bundle_reader as bundle
 
     monkeypatch.setattr(bundle, "_READ_CHUNK", 64 << 10)
     values = _many(40, seed=2)
@@ -410,7 +410,7 @@ def test_a_failed_snapshot_copy_raises_and_writes_nothing(tmp_path, monkeypatch)
 
 
 def test_durable_saves_start_writeback_early(tmp_path, monkeypatch):
-    import ckpt.format.bundle as bundle
+    import ckpt.tf._write_workers as bundle
 
     monkeypatch.setattr(bundle, "_WRITEBACK_CHUNK", 1 << 20)
     calls = []

@@ -13,11 +13,11 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import ckpt
-from ckpt.format._crc import crc32c, mask, unmask
-from ckpt.format._varint import VarintError, decode_varint, encode_varint
-from ckpt.format.bundle import BundleReader, BundleWriter, encode_strings
-from ckpt.format.slices import _num_increasing, _signed_num_increasing, _string, encode_slice_key
-from ckpt.format.table import BLOCK_SIZE, TableReader, TableWriter, _short_successor, _shortest_separator
+from ckpt.tf._crc import crc32c, mask, unmask
+from ckpt.tf._varint import VarintError, decode_varint, encode_varint
+from ckpt.tf.bundle import BundleReader, BundleWriter, encode_strings
+from ckpt.tf.slices import _num_increasing, _signed_num_increasing, _string, encode_slice_key
+from ckpt.tf.table import BLOCK_SIZE, TableReader, TableWriter, _short_successor, _shortest_separator
 
 DATA = Path(__file__).parent / "data"
 FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -80,7 +80,7 @@ def test_crc32c_check_value():
     assert crc32c(b"123456789") == 0xE3069283
     assert crc32c(b"") == 0
     assert mask(0) == 0xA282EAD8
-    # spec 1.6: the stored CRC of alpha in tf1_saver/model.ckpt-30
+    # docs/format.md section 1.6: the stored CRC of alpha in tf1_saver/model.ckpt-30
     assert crc32c(bytes.fromhex("fc75da3f")) == 0x80EA5120
     assert mask(0x80EA5120) == 0x44C3ECAC
 
@@ -186,7 +186,8 @@ def test_table_with_values_spanning_several_256k_blocks():
 
 
 def test_table_many_small_keys_two_blocks():
-    # spec 1.6: 9000 tensor entries gave two data blocks, the first flushed once the estimate reached 256 KiB.
+    # docs/format.md section 1.6: 9000 tensor entries gave two data blocks, the first flushed once the estimate
+    # reached 256 KiB.
     pairs = [(f"model/layer_{i:05d}/kernel".encode(), b"\x08\x01\x12\x00\x28\x04" + bytes(20)) for i in range(9000)]
     raw = build_table(pairs)
     reader = TableReader(raw)
@@ -231,7 +232,7 @@ def test_string_tensor_round_trip(items):
     array = np.empty(len(items), dtype=object)
     array[:] = items
     payload, crc = encode_strings(array)
-    # spec 2.2: size = varints + 4 + bytes; the length checksum covers the fixed-width lengths
+    # docs/format.md section 2.2: size = varints + 4 + bytes; the length checksum covers the fixed-width lengths
     varints = b"".join(encode_varint(len(b)) for b in items)
     assert payload[:len(varints)] == varints
     assert payload[len(varints) + 4:] == b"".join(items)
@@ -321,7 +322,7 @@ def test_num_increasing():
 
 
 def test_slice_key_matches_tensorflow():
-    # spec 2.5: the keys TensorFlow wrote for the two slices of part/w [5, 3] in tf1_sharded
+    # docs/format.md section 2.5: the keys TensorFlow wrote for the two slices of part/w [5, 3] in tf1_sharded
     assert encode_slice_key(b"part/w", [(0, 3), (0, 3)]) == b"\x00part/w\x00\x01\x01\x02\x80\x83\x80\x83"
     with BundleReader(DATA / "tf1_sharded" / "model.ckpt") as reader:
         stored = [k for k, _ in reader._table.items() if k[:1] == b"\x00"]

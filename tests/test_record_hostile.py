@@ -14,7 +14,7 @@ import ckpt
 from ckpt import _json
 from ckpt.cli.main import main
 from ckpt.errors import CorruptCheckpointError, CorruptCheckpointWarning, InvalidStateError
-from ckpt.format.bundle import BundleReader, BundleWriter
+from ckpt.tf.bundle import BundleReader, BundleWriter
 from ckpt.reader import METADATA_KEY
 
 

@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent('''
     import numpy as np
     import torch
     import ckpt
-    import ckpt.format.bundle as bundle
+    import ckpt.tf._write_workers as bundle
 
     directory, total = sys.argv[1], int(sys.argv[2])
     die_on = os.environ.get("DIE_ON")  # "write:N" or "replace:N": SIGKILL ourselves inside a save
@@ -42,7 +42,7 @@ SCRIPT = textwrap.dedent('''
         if what == "write":
             bundle._Shard.write = dying(bundle._Shard.write)
         else:
-            bundle.os.replace = dying(bundle.os.replace)
+            os.replace = dying(os.replace)
 
     torch.manual_seed(0)
     torch.use_deterministic_algorithms(True)

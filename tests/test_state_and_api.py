@@ -17,9 +17,10 @@ from google.protobuf import text_format
 import ckpt
 from ckpt.errors import (CheckpointError, CheckpointNotFoundError, ChecksumMismatchError, CorruptCheckpointError,
                          InvalidStateError)
-from ckpt.format import bundle as bundle_mod
-from ckpt.format.protos import checkpoint_state_pb2
-from ckpt.format.state_file import CheckpointState, read_state, write_state
+from ckpt.tf import _write_workers as workers
+from ckpt.tf import bundle as bundle_mod
+from ckpt.tf.protos import checkpoint_state_pb2
+from ckpt.tf.state_file import CheckpointState, read_state, write_state
 
 DATA = Path(__file__).parent / "data"
 
@@ -404,7 +405,7 @@ class TestSaveValidation:
     def test_failure_mid_write_leaves_no_files(self, tmp_path, monkeypatch, num_shards):
         ckpt.save(small_state(1), tmp_path / "ck", step=1, sync=False)
         before = snapshot(tmp_path)
-        real_write, real_append = bundle_mod._Shard.write, bundle_mod._Shard.append_small
+        real_write, real_append = workers._Shard.write, workers._Shard.append_small
         calls = []
 
         def failing(real):
@@ -415,8 +416,8 @@ class TestSaveValidation:
                 return real(self, data, *rest)
             return write
 
-        monkeypatch.setattr(bundle_mod._Shard, "write", failing(real_write))
-        monkeypatch.setattr(bundle_mod._Shard, "append_small", failing(real_append))
+        monkeypatch.setattr(workers._Shard, "write", failing(real_write))
+        monkeypatch.setattr(workers._Shard, "append_small", failing(real_append))
         big = {f"t{i}": np.full(100, i, np.float32) for i in range(5)}
         for prefix, step in ((tmp_path / "ck", 2), (tmp_path / "ck", 1)):  # a new and an existing checkpoint
             calls.clear()

@@ -96,7 +96,7 @@ def test_scalars_of_a_state_dict_stay_in_the_record(tmp_path):
 
 def test_missing_stateful_state_is_reported(tmp_path):
     ckpt.save({"other": np.ones(1)}, tmp_path / "c")
-    with pytest.raises(ckpt.StateMismatchError, match="helper"):
+    with pytest.raises(ckpt.errors.StateMismatchError, match="helper"):
         ckpt.restore(tmp_path / "c", {"other": np.zeros(1), "helper": Counter()})
 
 
@@ -108,7 +108,7 @@ def test_state_dict_that_raises_is_a_save_problem(tmp_path):
         def load_state_dict(self, state):
             pass
 
-    with pytest.raises(ckpt.InvalidStateError, match=r"'sub/b'.*state_dict\(\) raised RuntimeError: no state yet"):
+    with pytest.raises(ckpt.errors.InvalidStateError, match=r"'sub/b'.*state_dict\(\) raised RuntimeError: no state yet"):
         ckpt.save({"sub": {"b": Broken()}}, tmp_path / "c")
     assert not os.listdir(tmp_path)
 
@@ -121,7 +121,7 @@ def test_unsaveable_value_inside_a_state_dict_is_named(tmp_path):
         def load_state_dict(self, state):
             pass
 
-    with pytest.raises(ckpt.InvalidStateError, match="h/fn"):
+    with pytest.raises(ckpt.errors.InvalidStateError, match="h/fn"):
         ckpt.save({"h": Holder()}, tmp_path / "c")
 
 

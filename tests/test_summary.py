@@ -39,7 +39,7 @@ def write_all(logdir):
 
 
 def _graph_def():
-    from ckpt.format.protos import graph_pb2
+    from ckpt.tf.protos import graph_pb2
 
     g = graph_pb2.GraphDef()
     node = g.node.add(name="x", op="Placeholder")
@@ -127,7 +127,7 @@ def test_summary_iterator_reads_the_same_values(tmp_path):
 @pytest.mark.tf
 def test_histogram_buckets_match_tensorflow_v1(tmp_path):
     tf = pytest.importorskip("tensorflow")
-    from ckpt.format.protos import summary_pb2
+    from ckpt.tf.protos import summary_pb2
 
     values = np.concatenate([HIST, [0.0, 1e-13, -3e5, 1.0]]).astype(np.float64)
     with tf.Graph().as_default(), tf.compat.v1.Session() as sess:

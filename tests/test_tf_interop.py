@@ -25,8 +25,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import ckpt  # noqa: E402
-from ckpt.format.bundle import BundleWriter  # noqa: E402
-from ckpt.format.table import TableReader  # noqa: E402
+from ckpt.tf.bundle import BundleWriter  # noqa: E402
+from ckpt.tf.table import TableReader  # noqa: E402
 from ckpt.reader import METADATA_KEY  # noqa: E402
 
 tf = pytest.importorskip("tensorflow")

@@ -4,7 +4,7 @@ Every concurrent step of ckpt calls ``ckpt._seam.point(name)``; these tests set 
 yield at those points in chosen threads (a slow CRC thread, a slow shard writer, a slow snapshot copy, a reader
 that yields between pieces, a slow asynchronous save), then check that the results are bit-identical and that no
 false error is raised, and that the delayed thread really took part (``reached``). Which thread owns which buffer
-when is written down at each seam in the source (``format/bundle.py``: ``_PieceChecks``, ``_Shard``,
+when is written down at each seam in the source (``tf/bundle_reader.py``: ``_PieceChecks``; ``tf/_write_workers.py``: ``_Shard``,
 ``_WriteWorker``; ``api._snapshot``; ``_async``).
 """
 
@@ -23,7 +23,8 @@ import pytest
 import ckpt
 from ckpt import _seam
 from ckpt.errors import ChecksumMismatchError
-from ckpt.format.bundle import _READ_CHUNK, BundleReader, data_filename
+from ckpt.tf.bundle import BundleReader, data_filename
+from ckpt.tf.bundle_reader import _READ_CHUNK
 
 PIECE = _READ_CHUNK  # bytes per preadv piece on restore
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import ckpt
-from ckpt.format import dtypes as ckpt_dtypes
+from ckpt.tf import dtypes as ckpt_dtypes
 from ckpt.adapters.torch import to_numpy
 from ckpt.tree import key_name
 

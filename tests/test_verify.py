@@ -24,8 +24,8 @@ import pytest
 import ckpt
 from ckpt.cli.main import main
 from ckpt.errors import CorruptCheckpointError, CorruptCheckpointWarning
-from ckpt.format.bundle import BundleReader, BundleWriter
-from ckpt.verify import Problem
+from ckpt.tf.bundle import BundleReader, BundleWriter
+from ckpt._verify import Problem
 
 DATA = Path(__file__).parent / "data"
 
@@ -345,9 +345,9 @@ def test_verify_checksums_false_skips_tensor_checksums_only(run):
     flip(run / "ckpt-3.data-00000-of-00001", offset_of(run / "ckpt-3", "layer/kernel"))
     with ckpt.Reader(run / "ckpt-3", verify_checksums=False) as reader:
         assert reader["layer/kernel"].shape == (4, 4)
-    with ckpt.Reader(run / "ckpt-3") as reader, pytest.raises(ckpt.ChecksumMismatchError):
+    with ckpt.Reader(run / "ckpt-3") as reader, pytest.raises(ckpt.errors.ChecksumMismatchError):
         reader["layer/kernel"]
     flip(run / "ckpt-3.index", 10)
-    with pytest.raises(ckpt.ChecksumMismatchError, match="data block 0"):
+    with pytest.raises(ckpt.errors.ChecksumMismatchError, match="data block 0"):
         with ckpt.Reader(run / "ckpt-3", verify_checksums=False) as reader:
             reader.keys()

@@ -18,16 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from ._paths import local_path
 from .api import RestoreReport, flatten, load, restore, save, wait
-from .errors import (CheckpointError, CheckpointNotFoundError, ChecksumMismatchError, CkptError,
-                     CorruptCheckpointError, CorruptCheckpointWarning, DownloadError, DTypeNotSupportedError,
-                     FeedError, InvalidStateError, LockTimeoutError, OperationNotFoundError, StateMismatchError,
-                     UnsafeArchiveError, UnsupportedError, UnsupportedOperationsError)
-from .format.state_file import latest as _latest
+from . import errors
+# Only the base class and the errors a user typically catches; the rest are in ckpt.errors.
+from .errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
+from .tf.state_file import latest as _latest
 from .manager import Manager
 from .policies import (CheckpointInfo, KeepAny, KeepBest, KeepEveryNHours, KeepEveryNSteps, KeepLast, SaveAny,
                        SaveEveryNSeconds, SaveEveryNSteps)
 from .reader import Reader
-from .verify import VerifyReport, verify
+from ._verify import VerifyReport, verify
 
 if TYPE_CHECKING:  # imported on first use below; listed here for type checkers and IDEs
     from . import graph
@@ -70,10 +69,7 @@ __all__ = [
     "Manager", "CheckpointInfo", "KeepLast", "KeepEveryNHours", "KeepEveryNSteps", "KeepBest", "KeepAny",
     "SaveEveryNSteps", "SaveEveryNSeconds", "SaveAny",
     "convert", "ConvertResult", "fetch", "diff", "DiffResult", "verify", "VerifyReport", "graph",
-    "CheckpointError", "CkptError", "CheckpointNotFoundError", "CorruptCheckpointError", "ChecksumMismatchError",
-    "UnsupportedError", "DTypeNotSupportedError", "InvalidStateError", "StateMismatchError", "LockTimeoutError",
-    "OperationNotFoundError", "UnsupportedOperationsError", "FeedError", "CorruptCheckpointWarning",
-    "DownloadError", "UnsafeArchiveError",
+    "errors", "CheckpointError", "CheckpointNotFoundError", "CorruptCheckpointError", "UnsupportedError",
     "__version__",
 ]
 

@@ -32,8 +32,8 @@ from . import formats as _formats
 from ._paths import local_path
 from .api import NameMap, _mapper
 from .errors import CheckpointError, CorruptCheckpointError, UnsupportedError
-from .format._crc import crc32c
-from .format.object_graph import OBJECT_GRAPH_KEY
+from .tf._crc import crc32c
+from .tf.object_graph import OBJECT_GRAPH_KEY
 from .formats import dtype_name
 from .reader import Reader
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ._paths import local_path
-from .format.object_graph import OBJECT_GRAPH_KEY
+from .tf.object_graph import OBJECT_GRAPH_KEY
 from .reader import Reader
 
 __all__ = ["diff", "DiffResult", "TensorDiff"]

@@ -12,13 +12,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MAX_DEPTH", "MAX_BYTES", "depth", "loads"]
+__all__ = ["MAX_DEPTH", "MAX_BYTES", "RECORD_FORMAT", "depth", "loads", "encode_record"]
 
 #: Deepest nesting of arrays and objects accepted. A saved tree spends two levels per container level, and
 #: ``save`` refuses records deeper than this, so everything ckpt writes reads back.
 MAX_DEPTH = 256
 #: Largest record accepted (a tree spec is ~100 bytes per tensor: a million tensors fit).
 MAX_BYTES = 256 * 1024 * 1024
+#: Version of the checkpoint record's layout (its ``"format"`` field).
+RECORD_FORMAT = 1
 
 # A JSON string, written so the regex engine does not backtrack per character: brackets inside strings do not
 # nest.
@@ -51,3 +53,21 @@ def loads(raw: bytes, *, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_BYTES)
     if found > max_depth:
         raise ValueError(f"nested {found} levels deep, more than the {max_depth} a ckpt record may have")
     return json.loads(raw.decode("utf-8"))
+
+
+def encode_record(record: dict) -> bytes:
+    """ckpt's record as a checkpoint stores it (the ``_CKPT_METADATA`` string tensor): ``record`` plus
+    ``"format"``, as UTF-8 JSON with sorted keys. The one encoder, used by ``ckpt.save`` and by conversions to a
+    TensorFlow bundle; what :func:`loads` would refuse is refused here, before anything is written
+    (``InvalidStateError``)."""
+    from .errors import InvalidStateError
+
+    try:
+        encoded = json.dumps({**record, "format": RECORD_FORMAT}, sort_keys=True).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidStateError(f"metadata must be JSON-serialisable: {exc}") from None
+    if len(encoded) > MAX_BYTES or depth(encoded) > MAX_DEPTH:
+        raise InvalidStateError(f"the state and metadata are nested too deeply or too large to record (at most "
+                                f"{MAX_DEPTH} levels of JSON, {MAX_BYTES} bytes; a container level "
+                                f"of the state takes two)")
+    return encoded

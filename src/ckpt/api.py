@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import difflib
 import gc
-import json
 import logging
 import os
 import re
@@ -34,8 +33,8 @@ from ._lock import DirectoryLock, check_timeout
 from ._paths import local_path
 from .errors import (CheckpointError, CorruptCheckpointError, InvalidStateError, StateMismatchError,
                      UnsupportedError)
-from .format.bundle import BundleWriter, data_filename, index_filename
-from .format.state_file import STATE_FILENAME, CheckpointState, read_state, resolve, write_state
+from .tf.bundle import BundleWriter, data_filename, index_filename
+from .tf.state_file import STATE_FILENAME, CheckpointState, read_state, resolve, write_state
 from .reader import METADATA_KEY, Reader
 
 __all__ = ["save", "load", "restore", "RestoreReport", "NameMap", "flatten", "write_checkpoint", "wait",
@@ -44,8 +43,6 @@ __all__ = ["save", "load", "restore", "RestoreReport", "NameMap", "flatten", "wr
 #: ``{name_in_checkpoint: name_in_state}``, a callable returning the state name (or None to skip), or a list of
 #: ``(regex, replacement)`` rules (the first rule that matches a checkpoint name rewrites it).
 NameMap = Union[Mapping[str, str], Callable[[str], "str | None"], Sequence[tuple[str, str]]]
-
-RECORD_FORMAT = 1
 
 logger = logging.getLogger("ckpt")
 
@@ -146,17 +143,7 @@ def _plan(state: Any, *, metadata: Mapping[str, Any] | None, rng: bool,
         record.update(extra_record)
     if record or not _is_plain(walked.spec):
         record["tree"] = walked.spec
-        record["format"] = RECORD_FORMAT
-        try:
-            encoded = json.dumps(record, sort_keys=True).encode("utf-8")
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise InvalidStateError(f"metadata must be JSON-serialisable: {exc}") from None
-        # What loading would refuse is refused here, before anything is written.
-        if len(encoded) > _json.MAX_BYTES or _json.depth(encoded) > _json.MAX_DEPTH:
-            raise InvalidStateError(f"the state and metadata are nested too deeply or too large to record (at most "
-                                    f"{_json.MAX_DEPTH} levels of JSON, {_json.MAX_BYTES} bytes; a container level "
-                                    f"of the state takes two)")
-        return _Plan(walked, encoded)
+        return _Plan(walked, _json.encode_record(record))  # refuses what loading would refuse
     return _Plan(walked, None)
 
 

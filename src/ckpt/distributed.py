@@ -36,13 +36,15 @@ import numpy as np
 from . import _fs
 from ._fs import TMP_MARKER
 from .errors import CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
-from .format import dtypes as _dtypes
-from .format._crc import crc32c, mask
-from .format.bundle import (BUNDLE_VERSION, HEADER_KEY, BundleReader, TensorEntry, _encode_entry, _encode_name,
-                            data_filename, encode_strings, index_filename)
-from .format.protos import tensor_bundle_pb2
-from .format.slices import encode_slice_key
-from .format.table import TableWriter
+from .tf import dtypes as _dtypes
+from .tf._crc import crc32c, mask
+from .tf.bundle import (BUNDLE_VERSION, HEADER_KEY, BundleReader, TensorEntry, data_filename, encode_strings,
+                        index_filename)
+from .tf.bundle_reader import _encode_name
+from .tf.bundle_writer import _encode_entry
+from .tf.protos import tensor_bundle_pb2
+from .tf.slices import encode_slice_key
+from .tf.table import TableWriter
 from .reader import METADATA_KEY
 
 __all__ = ["BundleStorageWriter", "BundleStorageReader", "dcp_to_bundle", "bundle_to_dcp"]

@@ -1,9 +1,13 @@
 """Every exception ckpt raises, grouped by area.
 
-All of them derive from :class:`CheckpointError` (also exported as ``CkptError``) and, where one fits, from the
+All of them derive from :class:`CheckpointError` and, where one fits, from the
 matching built-in type, so ``except FileNotFoundError`` and ``except ValueError`` keep working. Errors carry
 structured fields (``path``, ``key``, ``offset``, ``expected``, ``found``) that tools can read instead of parsing
 the message.
+
+The top-level package re-exports the base class and the three a user typically catches: ``ckpt.CheckpointError``,
+``ckpt.CheckpointNotFoundError``, ``ckpt.CorruptCheckpointError`` and ``ckpt.UnsupportedError``; everything else is
+reached as ``ckpt.errors.<Name>``.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from typing import Any
 
 __all__ = [
     "CheckpointError",
-    "CkptError",
     "CheckpointNotFoundError",
     "CorruptCheckpointError",
     "ChecksumMismatchError",
@@ -27,6 +30,8 @@ __all__ = [
     "OperationNotFoundError",
     "DownloadError",
     "UnsafeArchiveError",
+    "LockTimeoutError",
+    "CorruptCheckpointWarning",
 ]
 
 
@@ -47,8 +52,6 @@ class CheckpointError(Exception):
     def __str__(self) -> str:
         return self.message
 
-
-CkptError = CheckpointError
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):

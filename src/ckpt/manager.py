@@ -55,8 +55,8 @@ from ._lock import DirectoryLock, check_timeout
 from ._paths import local_path
 from .errors import (CheckpointError, CheckpointNotFoundError, CorruptCheckpointError, CorruptCheckpointWarning,
                      UnsupportedError)
-from .format.bundle import TMP_MARKER, check_bundle, index_filename
-from .format.state_file import STATE_FILENAME, CheckpointState, _describe, read_state, resolve, write_state
+from .tf.bundle import TMP_MARKER, check_bundle, index_filename
+from .tf.state_file import STATE_FILENAME, CheckpointState, _describe, read_state, resolve, write_state
 from .policies import (CheckpointInfo, KeepAny, KeepBest, KeepContext, KeepEveryNHours, KeepEveryNSteps, KeepLast,
                        KeepPolicy, SaveAny, SaveContext, SaveEveryNSeconds, SaveEveryNSteps, SavePolicy,
                        preserved_by, rank_best)

@@ -21,9 +21,9 @@ from . import _fs, _json
 from . import formats as _formats
 from ._paths import local_path
 from .errors import CheckpointNotFoundError, CorruptCheckpointError, UnsupportedError
-from .format.bundle import BundleReader, TensorEntry, index_filename
-from .format.object_graph import OBJECT_GRAPH_KEY, clean_names
-from .format.state_file import find_checkpoints, latest
+from .tf.bundle import BundleReader, TensorEntry, index_filename
+from .tf.object_graph import OBJECT_GRAPH_KEY, clean_names
+from .tf.state_file import find_checkpoints, latest
 from .formats import TensorInfo
 
 __all__ = ["Reader", "resolve_checkpoint", "METADATA_KEY", "NAMES"]

@@ -31,7 +31,7 @@ import numpy as np
 
 from .adapters import framework_of, get_adapter, prescan
 from .errors import DTypeNotSupportedError
-from .format import dtypes as _dtypes
+from .tf import dtypes as _dtypes
 
 __all__ = ["Leaf", "Group", "GroupPlan", "JsonValue", "Walk", "walk", "rebuild", "iter_spec_leaves", "find_spec",
            "is_stateful", "stateful", "to_framework", "encode_key", "decode_key", "key_name"]
@@ -574,6 +574,36 @@ def rebuild(spec: Any, read: Callable[[str], np.ndarray],
 def _identifier(text: str) -> str:
     out = "".join(c if c.isalnum() or c == "_" else "_" for c in str(text)) or "_"
     return out if not out[0].isdigit() else f"_{out}"
+
+
+def is_spec_node(value: dict) -> bool:
+    """Whether ``value`` is a spec node (a leaf, alias, container...) rather than a scope being built."""
+    return any(k in value for k in ("leaf", "alias", "none", "json", "dict", "object"))
+
+
+def nested_spec(items: list[tuple[list[str], Any]], name: str, ctx: Context) -> dict:
+    """``[(["dense", "kernel"], node), ...]`` -> nested ``{"dict": ...}`` spec, as the framework adapters build it
+    for a module's or an optimizer's state. A name that is both a tensor and a scope (``fc`` and ``fc/weight``) is
+    a problem in ``ctx`` naming it (``name`` prefixes the names), never a silently overwritten value."""
+    root: dict = {}
+    for parts, node in items:
+        level = root
+        for i, part in enumerate(parts[:-1]):
+            child = level.setdefault(part, {})
+            if is_spec_node(child):
+                ctx.problems.append(f"{join(name, '/'.join(parts[:i + 1]))!r} is both a tensor and a scope")
+                break
+            level = child
+        else:
+            if parts[-1] in level and not is_spec_node(level[parts[-1]]):
+                ctx.problems.append(f"{join(name, '/'.join(parts))!r} is both a tensor and a scope")
+            else:
+                level[parts[-1]] = node
+
+    def convert(level: dict) -> dict:
+        return {"dict": [[k, v if is_spec_node(v) else convert(v)] for k, v in level.items()]}
+
+    return convert(root)
 
 
 def iter_spec_leaves(spec: Any) -> Iterator[tuple[str, dict]]:

@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 from ..errors import DTypeNotSupportedError, UnsupportedError
-from ..format import dtypes as _dtypes
+from ..tf import dtypes as _dtypes
 from ..tree import Context, Leaf
 
 __all__ = ["walk", "array_leaf", "from_loaded"]

@@ -45,8 +45,8 @@ import numpy as np
 import tensorflow as tf
 
 from ..errors import DTypeNotSupportedError
-from ..format import dtypes as _dtypes
-from ..tree import Context, Group, GroupPlan, Leaf, join
+from ..tf import dtypes as _dtypes
+from ..tree import Context, Group, GroupPlan, Leaf, join, nested_spec
 
 __all__ = ["walk", "prescan", "variable_leaf", "numpy_dtype"]
 
@@ -288,31 +288,7 @@ def _container(obj: Any, name: str, ctx: Context):
         else:
             node, _ = walk(value, full, ctx)
         items.append((list(parts), node))
-    return {"object": kind, "state": _nested_spec(items, name, ctx)}, lambda: obj
-
-
-def _nested_spec(items: list[tuple[list[str], Any]], name: str, ctx: Context) -> dict:
-    """``[(["dense", "kernel"], node), ...]`` -> nested ``{"dict": ...}`` spec."""
-    root: dict = {}
-    for parts, node in items:
-        level = root
-        for i, part in enumerate(parts[:-1]):
-            child = level.setdefault(part, {})
-            if _is_node(child):
-                ctx.problems.append(f"{join(name, '/'.join(parts[:i + 1]))!r} is both a tensor and a scope")
-                break
-            level = child
-        else:
-            level[parts[-1]] = node
-
-    def convert(level: dict) -> dict:
-        return {"dict": [[k, v if _is_node(v) else convert(v)] for k, v in level.items()]}
-
-    return convert(root)
-
-
-def _is_node(value: dict) -> bool:
-    return any(k in value for k in ("leaf", "alias", "none", "json", "dict", "object"))
+    return {"object": kind, "state": nested_spec(items, name, ctx)}, lambda: obj
 
 
 # ----------------------------------------------------------------------------------------------- optimizers
@@ -359,7 +335,7 @@ def _optimizer(opt: Any, name: str, ctx: Context):
     params, members = _optimizer_members(opt, ctx)
     items = [(parts, variable_leaf(var, join(name, "/".join(parts)), ctx)[0]) for parts, var in members]
     # "param_groups" is where ckpt.restore(map=...) also renames parameter names (as for torch optimizers).
-    spec = {"object": kind, "param_groups": [{"params": params}], "state": _nested_spec(items, name, ctx)}
+    spec = {"object": kind, "param_groups": [{"params": params}], "state": nested_spec(items, name, ctx)}
     return spec, lambda: opt
 
 

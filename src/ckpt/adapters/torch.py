@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import UnsupportedError
-from ..tree import Context, Group, GroupPlan, Leaf, find_spec, iter_spec_leaves, join, stateful
+from ..tree import Context, Group, GroupPlan, Leaf, find_spec, iter_spec_leaves, join, nested_spec, stateful
 
 _SPECIAL = {  # torch dtypes NumPy has only through ml_dtypes: (numpy dtype, same-size integer torch dtype)
     torch.bfloat16: (np.dtype(ml_dtypes.bfloat16), torch.int16),
@@ -159,25 +159,6 @@ def tensor_leaf(t: torch.Tensor, name: str, ctx: Context):
     return node, lambda: t
 
 
-def _nested_spec(items: list[tuple[list[str], Any]]) -> dict:
-    """``[(["fc1", "weight"], node), ...]`` -> nested ``{"dict": ...}`` spec."""
-    root: dict = {}
-    for parts, node in items:
-        level = root
-        for part in parts[:-1]:
-            level = level.setdefault(part, {})
-        level[parts[-1]] = node
-
-    def convert(level: dict) -> dict:
-        return {"dict": [[k, convert(v) if isinstance(v, dict) and not _is_node(v) else v] for k, v in level.items()]}
-
-    return convert(root)
-
-
-def _is_node(value: dict) -> bool:
-    return any(k in value for k in ("leaf", "alias", "none", "json", "dict", "object"))
-
-
 def _module(module: torch.nn.Module, name: str, ctx: Context):
     items = []
     extra = []
@@ -198,7 +179,7 @@ def _module(module: torch.nn.Module, name: str, ctx: Context):
         items.append((parts, node))
     if extra and ctx.restoring:
         ctx.groups.append(Group(name, lambda available, saved: _plan_extra(module, name, extra, saved)))
-    spec = {"object": f"torch:{type(module).__qualname__}", "state": _nested_spec(items)}
+    spec = {"object": f"torch:{type(module).__qualname__}", "state": nested_spec(items, name, ctx)}
     return spec, lambda: module
 
 
@@ -276,7 +257,7 @@ def _optimizer(opt: torch.optim.Optimizer, name: str, ctx: Context):
                 node = {"json": _jsonable(value, full, ctx)}
             slots.append((pname.split("/") + [slot], node))
     spec = {"object": f"torch:{type(opt).__qualname__}", "param_groups": groups,
-            "state": _nested_spec(slots) if slots else {"dict": []}}
+            "state": nested_spec(slots, name, ctx) if slots else {"dict": []}}
     return spec, lambda: opt
 
 

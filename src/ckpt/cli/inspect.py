@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from .._summary import summarize
-from ..format.state_file import find_checkpoints
+from ..tf.state_file import find_checkpoints
 from ..reader import NAMES, Reader
 from ._output import (add_wide_option, array_to_json, escape, human_bytes, nonnegative_int, positive_int, print_json,
                       shape_str, table)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..verify import CHECKS, verify
+from .._verify import CHECKS, verify
 from ._output import Progress, add_quiet_option, escape, human_bytes, print_json, progress_wanted
 
 EXAMPLES = """examples:

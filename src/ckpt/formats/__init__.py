@@ -1,6 +1,6 @@
 """Checkpoint file formats behind one small interface: detection, a registry, sources (readers) and writers.
 
-Every format module (``bundle``, ``safetensors``, ``torch``, ``numpy``, ``keras``) offers the same verbs:
+Every format module (``tensorflow``, ``safetensors``, ``torch``, ``numpy``, ``keras``) offers the same verbs:
 
 * ``open(path, *, names="raw") -> Source``: a lazy reader with ``keys()``, ``shapes()``, ``dtypes()``,
   ``get(name) -> np.ndarray``, ``info(name) -> TensorInfo``, ``metadata``, ``path``, ``format`` and
@@ -37,7 +37,7 @@ __all__ = ["FORMATS", "TensorInfo", "Source", "detect", "open", "get", "destinat
            "admit", "atomic_output"]
 
 #: Format name -> module under ``ckpt.formats``.
-FORMATS = {"tensorflow": "bundle", "safetensors": "safetensors", "torch": "torch", "numpy": "numpy",
+FORMATS = {"tensorflow": "tensorflow", "safetensors": "safetensors", "torch": "torch", "numpy": "numpy",
            "keras": "keras"}
 _ALIASES = {"tf": "tensorflow", "bundle": "tensorflow", "checkpoint": "tensorflow", "pytorch": "torch",
             "pt": "torch", "npz": "numpy", "np": "numpy", "h5": "keras", "hdf5": "keras", "st": "safetensors"}

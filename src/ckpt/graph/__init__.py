@@ -26,9 +26,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..format import events as _events
-from ..format.protos import event_pb2
-from ..format.tensor_proto import make_ndarray, make_tensor_proto
+from ..tf import events as _events
+from ..tf.protos import event_pb2
+from ..tf.tensor_proto import make_ndarray, make_tensor_proto
 from ._attrs import AttrPlaceholder, Func, decode_attr
 from ._build import DType, GraphBuilder, Shape, attr_value, node_name
 from ._files import MAX_GRAPH_BYTES, read_graph_file, write_message
@@ -147,9 +147,9 @@ def write_events(graph, logdir: str | os.PathLike, *, suffix: str = "") -> Path:
 def from_torch(module, example_inputs, *, method: str = "auto") -> Graph:
     """A GraphDef describing a PyTorch module, for TensorBoard, Netron and ``ckpt graph``.
 
-    See :func:`ckpt.graph._torch.from_torch` (imported lazily: only this function needs torch).
+    See :func:`ckpt.graph.torch.from_torch.from_torch` (imported lazily: only this function needs torch).
     """
-    from ._torch import from_torch as _from_torch
+    from .torch.from_torch import from_torch as _from_torch
 
     return _from_torch(module, example_inputs, method=method)
 
@@ -157,8 +157,8 @@ def from_torch(module, example_inputs, *, method: str = "auto") -> Graph:
 def to_torch(graph_or_path, checkpoint=None, *, inputs=None, outputs=None, constants_as_parameters=False,
              signature=None, tags=DEFAULT_TAGS):
     """A TensorFlow graph + checkpoint (or a SavedModel signature) as a trainable ``torch.nn.Module``; see
-    :func:`ckpt.graph._to_torch.to_torch` (imported lazily: only this function needs torch)."""
-    from ._to_torch import to_torch as _to_torch
+    :func:`ckpt.graph.torch.interpreter.to_torch` (imported lazily: only this function needs torch)."""
+    from .torch.interpreter import to_torch as _to_torch
 
     return _to_torch(graph_or_path, checkpoint, inputs=inputs, outputs=outputs,
                      constants_as_parameters=constants_as_parameters, signature=signature, tags=tags)

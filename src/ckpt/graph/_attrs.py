@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..format.protos import attr_value_pb2
-from ..format.tensor_proto import MAX_TENSOR_BYTES, dtype_name, make_ndarray, shape_from_proto, tensor_proto_summary
+from ..tf.protos import attr_value_pb2
+from ..tf.tensor_proto import MAX_TENSOR_BYTES, dtype_name, make_ndarray, shape_from_proto, tensor_proto_summary
 
 __all__ = ["Func", "AttrPlaceholder", "decode_attr", "attr_summary"]
 
@@ -98,9 +98,11 @@ def _func(value, where: str) -> Func:
     return Func(value.name, {k: decode_attr(v, where=f"{where}/{k}") for k, v in sorted(value.attr.items())})
 
 
-def _shape_text(shape) -> str:
+def _shape_text(shape, unknown: str = "<unknown>") -> str:
+    """``[2, ?, 3]`` for a shape whose unknown dimensions are None; ``unknown`` when the rank is unknown (None).
+    The one spelling of a shape in listings, messages and the HTML viewer."""
     if shape is None:
-        return "<unknown>"
+        return unknown
     return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 

@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import OperationNotFoundError, UnsupportedError
-from ..format import dtypes as _dtypes
-from ..format.protos import attr_value_pb2, graph_pb2, meta_graph_pb2, node_def_pb2, variable_pb2
-from ..format.tensor_proto import dtype_name, make_tensor_proto, shape_to_proto
+from ..tf import dtypes as _dtypes
+from ..tf.protos import attr_value_pb2, graph_pb2, meta_graph_pb2, node_def_pb2, variable_pb2
+from ..tf.tensor_proto import dtype_name, make_tensor_proto, shape_to_proto
 from ._attrs import Func
 from ._model import Graph, _coerce, _is_meta, parse_input
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from google.protobuf import text_format
 
 from ..errors import CheckpointNotFoundError, CorruptCheckpointError
-from ..format import events as _events
-from ..format.protos import event_pb2, graph_pb2, meta_graph_pb2
+from ..tf import events as _events
+from ..tf.protos import event_pb2, graph_pb2, meta_graph_pb2
 from ._opdefs import is_variadic, output_count
 
 __all__ = ["GraphFile", "read_graph_file", "parse_graph_bytes", "write_message", "write_bytes", "MAX_GRAPH_BYTES",
@@ -137,7 +137,7 @@ def resolve_graph_path(path: str | os.PathLike) -> str:
         return path
     tried = [path]
     if os.path.isdir(path):
-        from ..format.state_file import latest
+        from ..tf.state_file import latest
 
         prefix = latest(path)
         if prefix is not None:

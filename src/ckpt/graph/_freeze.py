@@ -1,4 +1,4 @@
-"""Freezing: a graph plus a checkpoint become one self-contained GraphDef (spec section 6).
+"""Freezing: a graph plus a checkpoint become one self-contained GraphDef (docs/format.md section 6).
 
 This is TensorFlow's ``convert_variables_to_constants`` (``_SessionConverterData`` +
 ``_replace_variables_by_constants``) without a session: the values come from the checkpoint through
@@ -30,8 +30,8 @@ import numpy as np
 
 from ..errors import (CheckpointError, CheckpointNotFoundError, OperationNotFoundError, StateMismatchError,
                       UnsupportedError)
-from ..format.protos import attr_value_pb2, graph_pb2
-from ..format.tensor_proto import dtype_name, make_ndarray, make_tensor_proto, shape_from_proto
+from ..tf.protos import attr_value_pb2, graph_pb2
+from ..tf.tensor_proto import dtype_name, make_ndarray, make_tensor_proto, shape_from_proto
 from ._attrs import _shape_text
 from ._model import VARIABLE_OPS, Graph, parse_input
 
@@ -100,7 +100,7 @@ def freeze(graph, checkpoint=None, outputs=None, *, clear_devices: bool = False,
 
     Args:
         graph: A :class:`Graph`, a path to a ``.meta``/``.pb``/``.pbtxt`` file, a GraphDef/MetaGraphDef, or a
-            :class:`ckpt.graph._to_torch.GraphModule` (its graph and current values; ``checkpoint`` is then not
+            :class:`ckpt.graph.torch.interpreter.GraphModule` (its graph and current values; ``checkpoint`` is then not
             given).
         checkpoint: The values: a checkpoint prefix, one of its files, a directory, an open
             :class:`ckpt.Reader`, or a ``GraphModule`` made from this graph. Default for a SavedModel: its

@@ -91,7 +91,7 @@ def inline_calls(graph_def, *, only: set[str] | None = None):
 
 
 def _inline_one(call, fdef) -> list:
-    from ..format.protos import node_def_pb2
+    from ..tf.protos import node_def_pb2
 
     data = [i for i in call.input if not i.startswith("^")]
     control = [i for i in call.input if i.startswith("^")]

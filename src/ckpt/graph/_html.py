@@ -13,15 +13,10 @@ import json
 import os
 from pathlib import Path
 
+from ._attrs import _shape_text
 from ._viewer import CSS, JS
 
 __all__ = ["render_html", "graph_data", "iframe_html", "write_html", "GraphView", "show"]
-
-
-def _shape_text(shape) -> str:
-    if shape is None:
-        return ""
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def graph_data(graph, *, title: str | None = None) -> dict:
@@ -45,7 +40,7 @@ def graph_data(graph, *, title: str | None = None) -> dict:
             tensors = []
         attrs = [[k, v] for k, v in op.attr_summaries().items() if k != "_output_shapes"]
         nodes.append({"n": op.name, "t": op.type, "d": op.device, "in": inputs, "a": attrs,
-                      "dt": [t.dtype or "" for t in tensors], "s": [_shape_text(t.shape) for t in tensors],
+                      "dt": [t.dtype or "" for t in tensors], "s": [_shape_text(t.shape, unknown="") for t in tensors],
                       "role": roles.get(op.name, "model"), "out": op.name in outputs})
     name = title or (os.path.basename(graph.path) if graph.path else "graph")
     kind = "MetaGraphDef" if graph.meta_graph_def is not None else "GraphDef"

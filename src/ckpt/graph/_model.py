@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CorruptCheckpointError, OperationNotFoundError
-from ..format.protos import graph_pb2, meta_graph_pb2, saver_pb2, variable_pb2
-from ..format.tensor_proto import dtype_name, make_ndarray, shape_from_proto
+from ..tf.protos import graph_pb2, meta_graph_pb2, saver_pb2, variable_pb2
+from ..tf.tensor_proto import dtype_name, make_ndarray, shape_from_proto
 from ._attrs import attr_summary, decode_attr
 from ._files import MAX_OUTPUTS, check_graph_def, known_output_count, output_counts, write_message
 from ._opdefs import output_dtypes

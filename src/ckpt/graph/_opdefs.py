@@ -327,7 +327,7 @@ def _arg_count(node, spec: str) -> int | None:
 
 
 def _arg_types(node, spec: str, count: int) -> list[str | None]:
-    from ..format.tensor_proto import dtype_name
+    from ..tf.tensor_proto import dtype_name
 
     ref = spec.startswith("&")
     spec = spec.lstrip("&")

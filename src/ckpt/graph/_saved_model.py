@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from ..errors import CheckpointNotFoundError, CorruptCheckpointError
-from ..format.protos import saved_model_pb2
-from ..format.tensor_proto import dtype_name, shape_from_proto
+from ..tf.protos import saved_model_pb2
+from ..tf.tensor_proto import dtype_name, shape_from_proto
 from ._files import MAX_GRAPH_BYTES, check_graph_def
 from ._model import Graph, parse_input
 
@@ -241,7 +241,7 @@ class SavedModelGraph(Graph):
 
     def _checkpoint_object_keys(self, count: int) -> dict[int, str]:
         """Object node id -> the ``VARIABLE_VALUE`` key of the checkpoint's object graph (same node numbering)."""
-        from ..format.object_graph import OBJECT_GRAPH_KEY, parse_object_graph
+        from ..tf.object_graph import OBJECT_GRAPH_KEY, parse_object_graph
         from ..reader import Reader
 
         try:

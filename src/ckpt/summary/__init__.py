@@ -30,9 +30,9 @@ import numpy as np
 
 from .. import _fs
 from ..errors import CheckpointError, CorruptCheckpointError
-from ..format import events as _events
-from ..format.protos import event_pb2, summary_pb2
-from ..format.tensor_proto import make_ndarray, make_tensor_proto
+from ..tf import events as _events
+from ..tf.protos import event_pb2, summary_pb2
+from ..tf.tensor_proto import make_ndarray, make_tensor_proto
 from . import _encode
 
 __all__ = ["SummaryWriter", "read", "Row", "Histogram", "Image", "Audio", "latest_scalars"]

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..format._varint import VarintError, decode_varint, encode_varint
+from ..tf._varint import VarintError, decode_varint, encode_varint
 
 # --- images -----------------------------------------------------------------------------------------------------
 
