@@ -87,7 +87,7 @@ def test_verify_accepts_every_format(files, fmt, capsys):
     code, out, _ = call(capsys, "verify", files[fmt], "--json")
     report = json.loads(out)
     assert code == 0 and report["ok"] and report["format"] == fmt and report["tensors"] == 2
-    assert report["checked"] == importlib.import_module("ckpt.verify").CHECKS[fmt]
+    assert report["checked"] == importlib.import_module("ckpt._verify").CHECKS[fmt]
 
 
 def test_verify_sharded_safetensors_directory(files, tmp_path, capsys):

@@ -581,7 +581,7 @@ def _check_decode_jpeg(node):
 
 @kernel("DecodeJpeg")
 def _decode_jpeg(node, args, rt):
-    from ._image import decode_jpeg
+    from .._image import decode_jpeg
 
     value = args[0]
     if not isinstance(value, np.ndarray) or value.dtype != object or value.shape != ():
