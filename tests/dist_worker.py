@@ -234,7 +234,13 @@ def main() -> None:
     import torch.distributed as dist
 
     globals()[scenario](rank, world, d)
+    # Leave together, and skip the C++ destructors at interpreter exit: a rank whose peer has already torn down its
+    # gloo pair can otherwise abort ("terminate called without an active exception") after a successful run.
+    dist.barrier()
     dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
