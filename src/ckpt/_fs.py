@@ -78,17 +78,8 @@ def open_lock(path: str) -> int:
             raise CheckpointError(f"{path}: the lock file is a directory, not a regular file; remove it and save "
                                   "again", path=path) from None
         raise
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise CheckpointError(f"{path}: the lock file is {_kind(mode)}, not a regular file; remove it and save "
-                                  "again", path=path)
-        if _NONBLOCK:
-            os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return _regular_and_blocking(fd, lambda mode: CheckpointError(
+        f"{path}: the lock file is {_kind(mode)}, not a regular file; remove it and save again", path=path))
 
 
 def create(path: str) -> int:
@@ -151,6 +142,21 @@ def make_temp_dir(parent: str | os.PathLike, prefix: str, suffix: str = ".tmp") 
     return tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent)
 
 
+def _regular_and_blocking(fd: int, refuse) -> int:
+    """``fd`` (opened non-blocking) if it is a regular file, made blocking; otherwise closed and ``refuse(mode)``
+    raised. The check is on the descriptor, so a file swapped after a path check is still caught."""
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise refuse(mode)
+        if _NONBLOCK:
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _kind(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "a directory"
@@ -188,16 +194,7 @@ def open_regular(path: str | os.PathLike) -> int:
     if not stat.S_ISREG(mode):
         raise _not_regular(path, mode)
     fd = os.open(path, os.O_RDONLY | _NONBLOCK | _CLOEXEC | getattr(os, "O_BINARY", 0))
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise _not_regular(path, mode)
-        if _NONBLOCK:
-            os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return _regular_and_blocking(fd, lambda mode: _not_regular(path, mode))
 
 
 def open_read(path: str | os.PathLike) -> BinaryIO:
